@@ -1,0 +1,28 @@
+"""Model families, looked up by the name in `config.family`.
+
+Each entry is "module:Class" and is imported lazily, so a family's
+dependencies are only paid for when it is used.
+"""
+
+import importlib
+
+from genjax.errors import ConfigError
+from genjax.families.base import DataSpec, Family
+
+FAMILIES = {
+    "vae": "genjax.families.vae:VAE",
+    "ddpm": "genjax.families.diffusion:Diffusion",
+    "gan": "genjax.families.gan:GAN",
+    "flow": "genjax.families.flow:Flow",
+}
+
+
+def get_family_class(name: str) -> type[Family]:
+  if name not in FAMILIES:
+    raise ConfigError(f"unknown family {name!r}; known families: {', '.join(sorted(FAMILIES))}")
+  module, cls = FAMILIES[name].split(":")
+  return getattr(importlib.import_module(module), cls)
+
+
+def build_family(config, data: DataSpec) -> Family:
+  return get_family_class(config.family)(config, data)
