@@ -1,0 +1,188 @@
+"""A family-agnostic U-Net for denoising models (DDPM / Improved DDPM / ADM style).
+
+    UNet(ch, ch_mult, num_res_blocks, attn_resolutions, ...)(x, t, labels=None, context=None,
+                                                               train=False)
+
+* `x` float[B, H, W, C] with H and W divisible by 2**(len(ch_mult) - 1);
+* `t` [B] timesteps (int or float; embedded sinusoidally, then by an MLP);
+* `labels` int32[B] class ids in [0, num_classes]; id `num_classes` is the reserved "null"
+  class used for classifier-free guidance (`null_label(num_classes)`);
+* `context` float[B, L, D] (optional): tokens that every attention block also cross-attends
+  to, e.g. text-encoder outputs for a latent text-to-image U-Net. The cross-attention
+  parameters are created when the module is initialised WITH a context, so a model meant to
+  take one must be initialised with one.
+
+Returns float[B, H, W, out_channels]. The final convolution and every residual branch's last
+layer are zero-initialised, so a fresh network is the identity on its skip paths and predicts 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+zero_init = nn.initializers.zeros
+
+
+def null_label(num_classes: int) -> int:
+  """The class id reserved for "no condition" (classifier-free guidance)."""
+  return num_classes
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+  """Transformer-style sinusoidal embedding of (possibly fractional) timesteps: [B] -> [B, dim]."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+  """GroupNorm with the largest group count <= max_groups that divides `channels`."""
+  return nn.GroupNorm(num_groups=math.gcd(channels, max_groups), epsilon=1e-5)
+
+
+class ResBlock(nn.Module):
+  """GroupNorm -> SiLU -> conv, conditioned on `emb`, -> GroupNorm -> SiLU -> dropout -> conv.
+
+  With `scale_shift` the embedding modulates the second norm as h * (1 + scale) + shift
+  (Improved DDPM's "use_scale_shift_norm"); otherwise it is added to h.
+  """
+  out_ch: int
+  dropout: float = 0.0
+  scale_shift: bool = True
+  max_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x, emb, train: bool):
+    h = nn.Conv(self.out_ch, (3, 3))(nn.silu(group_norm(x.shape[-1], self.max_groups)(x)))
+    emb_out = nn.Dense(2 * self.out_ch if self.scale_shift else self.out_ch)(nn.silu(emb))
+    emb_out = emb_out[:, None, None, :]
+    norm = group_norm(self.out_ch, self.max_groups)
+    if self.scale_shift:
+      scale, shift = jnp.split(emb_out, 2, axis=-1)
+      h = norm(h) * (1.0 + scale) + shift
+    else:
+      h = norm(h + emb_out)
+    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+    h = nn.Conv(self.out_ch, (3, 3), kernel_init=zero_init)(h)
+    if x.shape[-1] != self.out_ch:
+      x = nn.Conv(self.out_ch, (1, 1))(x)
+    return x + h
+
+
+def _attention(q, k, v, num_heads: int):
+  """Multi-head scaled dot-product attention: q [B, N, C], k/v [B, L, C] -> [B, N, C]."""
+  b, n, c = q.shape
+  split = lambda a: a.reshape(a.shape[0], a.shape[1], num_heads, c // num_heads)
+  q, k, v = split(q), split(k), split(v)
+  logits = jnp.einsum("bnhd,blhd->bhnl", q, k) / math.sqrt(c // num_heads)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+  return jnp.einsum("bhnl,blhd->bnhd", weights, v).reshape(b, n, c)
+
+
+class AttentionBlock(nn.Module):
+  """Residual self-attention over the H*W positions, then (if `context` is given) residual
+  cross-attention from the positions to the context tokens. Output projections start at 0."""
+  num_heads: int = 1
+  max_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x, context: Optional[jax.Array] = None):
+    b, hgt, wid, c = x.shape
+    if c % self.num_heads:
+      raise ValueError(f"attention channels {c} not divisible by num_heads {self.num_heads}")
+    h = group_norm(c, self.max_groups)(x).reshape(b, hgt * wid, c)
+    q, k, v = jnp.split(nn.Dense(3 * c, name="qkv")(h), 3, axis=-1)
+    h = nn.Dense(c, kernel_init=zero_init, name="proj")(_attention(q, k, v, self.num_heads))
+    x = x + h.reshape(x.shape)
+    if context is not None:
+      h = nn.LayerNorm(name="cross_norm")(x.reshape(b, hgt * wid, c))
+      q = nn.Dense(c, name="cross_q")(h)
+      k = nn.Dense(c, name="cross_k")(context)
+      v = nn.Dense(c, name="cross_v")(context)
+      h = nn.Dense(c, kernel_init=zero_init, name="cross_proj")(_attention(q, k, v, self.num_heads))
+      x = x + h.reshape(x.shape)
+    return x
+
+
+class Downsample(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2))(x)
+
+
+class Upsample(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour
+    return nn.Conv(x.shape[-1], (3, 3))(x)
+
+
+class UNet(nn.Module):
+  """See the module docstring. `attn_resolutions` are feature-map side lengths (e.g. (8,)
+  puts attention wherever the map is 8x8, including the middle block if it is 8x8)."""
+  ch: int = 64
+  ch_mult: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 2
+  attn_resolutions: Sequence[int] = (8,)
+  num_heads: int = 1
+  dropout: float = 0.0
+  num_classes: int = 0  # 0: unconditional; else label table of num_classes + 1 (null class)
+  out_channels: Optional[int] = None
+  scale_shift: bool = True
+  max_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x, t, labels: Optional[jax.Array] = None,
+               context: Optional[jax.Array] = None, train: bool = False):
+    levels = len(self.ch_mult)
+    factor = 2 ** (levels - 1)
+    if x.shape[1] % factor or x.shape[2] % factor:
+      raise ValueError(f"U-Net input {x.shape[1]}x{x.shape[2]} must be divisible by {factor}")
+    emb_dim = 4 * self.ch
+    emb = timestep_embedding(t, self.ch)
+    emb = nn.Dense(emb_dim)(nn.silu(nn.Dense(emb_dim)(emb)))
+    if self.num_classes > 0:
+      if labels is None:
+        labels = jnp.full((x.shape[0],), null_label(self.num_classes), jnp.int32)
+      emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed")(labels)
+
+    res = lambda out_ch: ResBlock(out_ch, self.dropout, self.scale_shift, self.max_groups)
+    attn = lambda: AttentionBlock(self.num_heads, self.max_groups)
+
+    h = nn.Conv(self.ch, (3, 3))(x)
+    skips = [h]
+    for level, mult in enumerate(self.ch_mult):
+      for _ in range(self.num_res_blocks):
+        h = res(self.ch * mult)(h, emb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h, context)
+        skips.append(h)
+      if level != levels - 1:
+        h = Downsample()(h)
+        skips.append(h)
+
+    h = res(h.shape[-1])(h, emb, train)
+    if h.shape[1] in self.attn_resolutions:
+      h = attn()(h, context)
+    h = res(h.shape[-1])(h, emb, train)
+
+    for level, mult in reversed(list(enumerate(self.ch_mult))):
+      for _ in range(self.num_res_blocks + 1):
+        h = res(self.ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h, context)
+      if level != 0:
+        h = Upsample()(h)
+    assert not skips
+
+    h = nn.silu(group_norm(h.shape[-1], self.max_groups)(h))
+    return nn.Conv(self.out_channels or x.shape[-1], (3, 3), kernel_init=zero_init)(h)

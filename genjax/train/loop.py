@@ -1,0 +1,237 @@
+"""The one training loop of genjax: `train_and_evaluate(config, workdir)`.
+
+Every family runs through this function. The loop owns jit and sharding,
+per-step RNG (`fold_in(rng, step)`), the EMA, NaN detection, evaluation and
+sample grids, logging, checkpoints (resume by default) and preemption. A
+family only supplies the methods of `genjax.families.base.Family`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from genjax import data
+from genjax.errors import NonFiniteLossError
+from genjax.families import DataSpec, build_family
+from genjax.train import sharding, steps
+from genjax.train.checkpoint import Checkpointer
+from genjax.train.config_check import validate_config
+from genjax.train.metric_writer import MetricWriter
+from genjax.train.preemption import PreemptionWatcher
+from genjax.train.progress import Progress, format_duration
+from genjax.train.state import TrainState
+
+# fold_in constants separating the run's RNG streams from the per-step ones.
+_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2, 3
+
+
+def _say(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built once per run (no arrays that change during training)."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  data_dir: str
+  info: data.DatasetInfo
+  family: object
+  base_rng: jax.Array
+
+  def train_iterator(self):
+    return data.train_iterator(
+        self.config.dataset, batch_size=sharding.per_process_batch_size(self.config.batch_size),
+        seed=self.config.seed, data_dir=self.data_dir)
+
+  def global_batch(self, local_batch):
+    return sharding.global_batch(local_batch, self.mesh)
+
+  def sample_labels(self, num: int) -> Optional[jax.Array]:
+    if not self.family.conditional:
+      return None
+    return jnp.arange(num, dtype=jnp.int32) % self.info.num_classes
+
+
+def build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  validate_config(config)
+  data_dir = config.data_dir or data.default_data_dir()
+  info = data.prepare(config.dataset, data_dir)
+  family = build_family(config, DataSpec(tuple(info.image_shape), info.num_classes))
+  return Run(config=config, workdir=workdir, mesh=sharding.make_mesh(), data_dir=data_dir,
+             info=info, family=family, base_rng=jax.random.PRNGKey(config.seed))
+
+
+def init_state(run: Run) -> TrainState:
+  """Fresh parameters from the first training batch (the same batch on every
+  (re)start, so data-dependent initialisation is reproducible)."""
+  init_batch = run.global_batch(next(run.train_iterator()))
+
+  def init_fn(rng, batch):
+    params, opt_state = run.family.init(rng, batch)
+    ema = jax.tree.map(jnp.copy, run.family.ema_view(params))
+    return TrainState.create(params, opt_state, ema, jax.random.fold_in(run.base_rng, _TRAIN_STREAM))
+
+  rng = jax.random.fold_in(run.base_rng, _INIT_STREAM)
+  return jax.jit(init_fn, out_shardings=sharding.replicated(run.mesh))(rng, init_batch)
+
+
+def _write_config(config, workdir):
+  path = os.path.join(workdir, "config.json")
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() != text:
+        logging.warning("config differs from the one this workdir was started with; "
+                        "the old one is kept as config.previous.json")
+        os.replace(path, os.path.join(workdir, "config.previous.json"))
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
+  bad = int(state.nonfinite_step)
+  if bad >= 0:
+    last = checkpointer.latest_step()
+    where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+             else "no checkpoint was saved yet")
+    raise NonFiniteLossError(
+        f"loss became NaN/inf at step {bad}; training stopped and {where}. Lower "
+        f"optim.learning_rate or set optim.grad_clip, then rerun to resume from that checkpoint.")
+
+
+class Evaluator:
+  """Test-split metrics, a sample grid and the family's extra image sets."""
+
+  def __init__(self, run: Run, state: TrainState):
+    self.run = run
+    cfg = run.config.eval
+    first = next(self._batches())
+    shapes = jax.eval_shape(run.family.eval_metrics, state.ema_params, first,
+                            jax.random.PRNGKey(0))
+    self.collection = steps.averages(shapes) if shapes else None
+    if self.collection is not None:
+      self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh)
+    self.sample_fn = steps.make_sample_fn(run.family, run.mesh)
+    self.images_fn = jax.jit(run.family.eval_images)
+    self.grid_size = cfg.grid_size
+    # The same noise at every evaluation, so successive grids are comparable.
+    self.sample_rng = jax.random.fold_in(run.base_rng, _SAMPLE_STREAM)
+
+  def _batches(self):
+    cfg = self.run.config.eval
+    local_batch = sharding.per_process_batch_size(cfg.batch_size)
+    for b in data.eval_batches(self.run.config.dataset, batch_size=local_batch, split=cfg.split,
+                               data_dir=self.run.data_dir, num_batches=cfg.num_batches):
+      yield self.run.global_batch(b)
+
+  def __call__(self, state: TrainState, step: int, writer: MetricWriter) -> dict:
+    results = {}
+    eval_rng = jax.random.fold_in(self.run.base_rng, _EVAL_STREAM)
+    first_batch = None
+    if self.collection is not None:
+      acc = self.collection.empty()
+      for i, batch in enumerate(self._batches()):
+        first_batch = first_batch if first_batch is not None else batch
+        acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i))
+      results = {f"eval/{k}": float(v) for k, v in acc.compute().items()}
+    samples = self.sample_fn(state.ema_params, self.sample_rng, self.run.sample_labels(self.grid_size),
+                             self.grid_size)
+    paths = {"samples": writer.write_images(step, "samples", samples)}
+    if first_batch is None:
+      first_batch = next(self._batches())
+    for name, images in self.images_fn(state.ema_params, first_batch, eval_rng).items():
+      paths[name] = writer.write_images(step, name, images)
+    self.last_paths = paths
+    return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config.family` on `config.dataset`, resuming from `workdir` if it
+  holds a checkpoint. Returns the final TrainState."""
+  run = build_run(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir)
+  writer = MetricWriter(workdir, enabled=is_main)
+  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                              keep=config.keep_checkpoints)
+  preemption = PreemptionWatcher()
+
+  state = init_state(run)
+  train_iter = run.train_iterator()
+  start = checkpointer.latest_step()
+  if start is not None:
+    state, data_state = checkpointer.restore(start, state)
+    train_iter.set_state(data_state)
+    writer.truncate_after(start)
+    _say(f"genjax: resumed from checkpoint step {start} in {checkpointer.directory}")
+  start = int(state.step)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  _say(f"genjax: {config.family} on {config.dataset} {tuple(run.info.image_shape)}, "
+       f"{n_params / 1e6:.2f}M params, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+       f"global batch {config.batch_size}, steps {start}->{config.total_steps}, workdir {workdir}")
+
+  probe_batch = run.global_batch(next(run.train_iterator()))
+  collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch))
+  train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
+  evaluator = Evaluator(run, state)
+  acc = collection.empty()
+  progress = Progress(config.total_steps, config.batch_size, start)
+  t_start = time.perf_counter()
+
+  step = start
+  try:
+    while step < config.total_steps:
+      batch = run.global_batch(next(train_iter))
+      state, acc = train_step(state, acc, batch)  # dispatched asynchronously
+      step += 1
+      last = step == config.total_steps
+      if step % config.log_every == 0 or last:
+        _check_finite(state, checkpointer)
+        scalars = {k: float(v) for k, v in acc.compute().items()}
+        acc = collection.empty()
+        _say(progress.line(step, scalars))
+        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      if step % config.eval_every == 0 or last:
+        _check_finite(state, checkpointer)
+        results = evaluator(state, step, writer)
+        writer.write_scalars(step, results)
+        if results:
+          _say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
+      preempted = preemption.should_stop(step)
+      if step % config.checkpoint_every == 0 or last or preempted:
+        _check_finite(state, checkpointer)
+        checkpointer.save(step, state, train_iter.get_state())
+      if preempted:
+        _say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
+        break
+  finally:
+    checkpointer.close()
+    writer.close()
+    preemption.close()
+
+  if step == config.total_steps and is_main:
+    elapsed = time.perf_counter() - t_start
+    _say(f"genjax: done, {step - start} steps in {format_duration(elapsed)}.\n"
+         f"  config:      {os.path.join(workdir, 'config.json')}\n"
+         f"  metrics:     {writer.jsonl_path}\n"
+         f"  samples:     {evaluator.last_paths.get('samples')}\n" +
+         "".join(f"  {k + ':':<12} {v}\n" for k, v in evaluator.last_paths.items() if k != "samples") +
+         f"  checkpoints: {checkpointer.directory}\n"
+         f"  tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+  return state

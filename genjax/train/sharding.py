@@ -1,0 +1,43 @@
+"""Data parallelism: one mesh axis "data" over every device of every host.
+
+Parameters are replicated; batches are split along their leading axis. The
+same code runs on 1 CPU, 8 simulated CPU devices, a GPU, and a TPU pod.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from genjax.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def per_process_batch_size(global_batch: int) -> int:
+  """Checks the global batch splits evenly over processes and devices."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if global_batch % devices:
+    raise ConfigError(f"batch_size={global_batch} must be divisible by the number of devices "
+                      f"({devices}); use a multiple of {devices}")
+  return global_batch // processes
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Assembles each process's slice of the batch into one globally sharded array."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}

@@ -1,0 +1,83 @@
+"""The jitted functions of the loop, built once per run around a family.
+
+Everything here runs on device: the train step returns the updated state and
+an updated clu metrics accumulator, so the host only syncs at log time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from clu import metrics as clu_metrics
+
+from genjax.families.base import Family
+from genjax.train import sharding
+from genjax.train.state import TrainState, ema_decay_at, ema_update
+
+
+def averages(names) -> type[clu_metrics.Collection]:
+  """A clu Collection averaging each named metric (masked when given a mask)."""
+  return clu_metrics.Collection.create(**{n: clu_metrics.Average.from_output(n) for n in sorted(names)})
+
+
+def train_metric_names(family: Family, state: TrainState, batch) -> list[str]:
+  """Traces (without running) one family step to learn the names of its metrics."""
+  out = jax.eval_shape(family.train_step, state.params, state.opt_state, batch, state.rng, state.step)
+  return sorted(out[2])
+
+
+def make_train_step(family: Family, ema_decay: float, collection, mesh) -> Callable:
+  """(state, accumulator, batch) -> (state, accumulator); donates the old state.
+
+  A step whose metrics or new parameters are not all finite leaves the state untouched and
+  records its step number in `state.nonfinite_step`, so parameters are never
+  poisoned and the loop can name the failing step at its next sync.
+  """
+
+  def step_fn(state: TrainState, acc, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    params, opt_state, metrics = family.train_step(state.params, state.opt_state, batch, rng, state.step)
+    ema = ema_update(state.ema_params, family.ema_view(params), ema_decay_at(state.step, ema_decay))
+    # Finite metrics are not enough: a finite loss can still produce inf
+    # parameters through a huge update, so the new parameters are checked too.
+    checks = [jnp.all(jnp.isfinite(v)) for v in list(metrics.values()) + jax.tree.leaves(params)]
+    finite = jnp.all(jnp.stack(checks))
+    healthy = finite & (state.nonfinite_step < 0)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, old)
+    new_state = state.replace(
+        step=jnp.where(healthy, state.step + 1, state.step),
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        ema_params=keep(ema, state.ema_params),
+        nonfinite_step=jnp.where(healthy | (state.nonfinite_step >= 0), state.nonfinite_step, state.step),
+    )
+    return new_state, acc.merge(collection.single_from_model_output(**metrics))
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step_fn, donate_argnums=(0, 1),
+                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated))
+
+
+def make_eval_step(family: Family, collection, mesh) -> Callable:
+  """(ema_params, accumulator, batch, rng) -> accumulator of masked per-example metrics."""
+
+  def eval_fn(ema_params, acc, batch, rng):
+    per_example = family.eval_metrics(ema_params, batch, rng)
+    return acc.merge(collection.single_from_model_output(mask=batch["mask"], **per_example))
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(eval_fn, donate_argnums=(1,),
+                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated),
+                 out_shardings=replicated)
+
+
+def make_sample_fn(family: Family, mesh) -> Callable:
+  """(ema_params, rng, labels_or_None, num) -> images float32 [num, H, W, C] in [0, 1]."""
+
+  def sample_fn(ema_params, rng, labels, num):
+    return family.sample(ema_params, rng, num, labels)
+
+  return jax.jit(sample_fn, static_argnums=(3,), out_shardings=sharding.replicated(mesh))

@@ -1,0 +1,29 @@
+"""Test helpers: smoke configs and running launch.py in a subprocess as a user would."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(family: str = "vae", overrides: dict | None = None, data_dir: str = ""):
+  """The family's smoke config, with dotted-key overrides."""
+  import importlib
+  from genjax.train.sweep import apply_overrides
+  module = importlib.import_module(f"configs.{family}")
+  config = apply_overrides(module.get_config("dataset=mnist5k,size=smoke"), overrides or {})
+  config.data_dir = data_dir
+  return config
+
+
+def launch(args, *, data_dir, env_extra=None, timeout=300, check=False):
+  """Runs `python launch.py ARGS` like a user; returns the CompletedProcess."""
+  env = dict(os.environ, GENJAX_DATA_DIR=data_dir, PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  env.update(env_extra or {})
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"launch.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+  return proc
