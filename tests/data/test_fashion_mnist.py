@@ -1,0 +1,39 @@
+"""fashion_mnist from Debian's dataset-fashion-mnist: the full 60k/10k build (about 30 s)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from genjax import data
+from genjax.data import catalog
+from genjax.data import offline_sources
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir(offline_sources.FASHION_MNIST_DIR),
+    reason=f"{offline_sources.FASHION_MNIST_DIR} missing: `sudo apt-get install dataset-fashion-mnist`")
+
+
+def test_idx_parsing_matches_pinned_files():
+  images, labels = offline_sources.load_fashion_mnist("test")
+  assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8
+  assert labels.tolist()[:10] == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]  # the published t10k head
+
+
+def test_build_and_read(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("tfds_fashion"))
+  info = data.prepare("fashion_mnist", data_dir)
+  assert info == data.DatasetInfo("fashion_mnist", (28, 28, 1), 10, {"train": 60000, "test": 10000})
+  # The local builder, never tfds' catalogue one (which would download).
+  assert sorted(os.listdir(data_dir)) == [".genjax_fashion_mnist.genjax-lock", "genjax_fashion_mnist"]
+  test = catalog.open_split("fashion_mnist", "test", data_dir, cache=True)
+  images, labels = test.read(np.arange(len(test)))
+  want_images, want_labels = offline_sources.load_fashion_mnist("test")
+  got = sorted(zip((im.tobytes() for im in images), labels.tolist()))
+  want = sorted(zip((im.tobytes() for im in want_images), want_labels.tolist()))
+  assert got == want
+  assert np.bincount(labels, minlength=10).tolist() == [1000] * 10
+  batch = next(data.train_iterator("fashion_mnist", batch_size=32, seed=0, data_dir=data_dir,
+                                   process_index=0, process_count=1, cache=False))
+  assert batch["image"].shape == (32, 28, 28, 1) and batch["image"].dtype == np.uint8
+  assert batch["label"].dtype == np.int32 and batch["label"].max() < 10
