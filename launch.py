@@ -12,7 +12,7 @@ printed as one `genjax: error: ...` line with a non-zero exit.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -39,12 +39,14 @@ def _multiprocess_environment() -> bool:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # keep the console for genjax's own progress lines
   import jax
   if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multiprocess_environment()):
     jax.distributed.initialize()
 
-  from genjax import entry
+  from genjax import compilation_cache, entry
   from genjax.errors import UserError
+  compilation_cache.enable()
   try:
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
               config_path=FLAGS["config"].config_filename)

@@ -1,7 +1,18 @@
 """Shared fixtures: one prepared offline dataset directory for the whole session
 (helpers live in tests/helpers.py)."""
 
+import os
+
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Tests compile the same smoke models many times (in-process and in launch.py
+# subprocesses); XLA's persistent cache turns every repeat into a disk read.
+os.environ.setdefault("GENJAX_COMPILATION_CACHE", os.path.join(REPO, ".cache", "xla"))
+from genjax import compilation_cache  # noqa: E402
+
+compilation_cache.enable()
 
 
 @pytest.fixture(scope="session")

