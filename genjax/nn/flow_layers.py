@@ -14,13 +14,12 @@ initialisation (ActNorm). The layers:
                      Data-dependent init: b = -mean(x), s = -log std(x) on the
                      init batch, so y starts zero-mean / unit-variance.
   InvertibleConv1x1  y_ij = W x_ij with the LU parameterisation (Glow)
-                         W = P L (U + diag(exp(log_s)))
-                     P a fixed permutation (a constant derived from `perm_seed`,
-                     never trained), L unit lower-triangular, U strictly upper,
-                     log_s the log|diagonal|. The diagonal's sign is fixed to +1
-                     (Glow's fixed `sign_s`; absorbed at init, see
-                     `_rotation_lu_factors`). logdet = H W sum(log_s). W starts as
-                     a random rotation.
+                         W = P L (U + diag(sign * exp(log_s)))
+                     L unit lower-triangular, U strictly upper, log_s the
+                     log|diagonal| (trained); the permutation P and the diagonal's
+                     sign are constants. W starts as a random rotation Q = P L0 U0
+                     (pivoted LU, numpy, from the layer's `seed`).
+                     logdet = H W sum(log_s).
   AffineCoupling     x = (x_a, x_b);  (t, h) = NN(x_a);  y_b = x_b * exp(log_s) + t,
                      y_a = x_a;  logdet = sum log_s over H, W, channels of x_b, with
                          log_s = tanh(h)              ("tanh": |log_s| <= 1), or
@@ -47,6 +46,7 @@ prior std of every level scaled by T.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # the 1x1 conv and its inverse must agree to ~1e-6
 
@@ -127,41 +128,36 @@ class ActNorm(nn.Module):
 
 # ---- invertible 1x1 convolution ------------------------------------------------------
 
-def _rotation_lu_factors(rng, c):
-  """Packed LU factors of a random rotation with a positive U diagonal.
+@functools.lru_cache(maxsize=None)
+def rotation_lu(c: int, seed: int):
+  """Glow's init: Q = P L U, the pivoted LU of a random rotation drawn from `seed`.
 
-  Q = P' L U (partial pivoting). With D = diag(sign(diag U)):  L U = D (D L D) (D U),
-  where D L D is still unit lower-triangular and D U has a positive diagonal. So
-  W0 = P (D L D)(D U) = P D P'^T Q is orthogonal for ANY fixed permutation P: the
-  flow's W starts as a rotation (logdet 0) while P and the sign stay constants.
-  Returns one [c, c] matrix: strictly-lower part of DLD, strictly-upper part of
-  DU, and log|diag U| on the diagonal.
+  Computed with numpy at trace time, so P and sign(diag U) are constants of the
+  layer (never parameters) and W starts exactly at the rotation Q.
+  Returns numpy (P, L, U); treat them as read-only.
   """
-  q, _ = jnp.linalg.qr(jax.random.normal(rng, (c, c)))
-  _, lower, upper = jax.scipy.linalg.lu(q)
-  d = jnp.sign(jnp.diag(upper))
-  lower = d[:, None] * lower * d[None, :]
-  upper = d[:, None] * upper
-  return jnp.tril(lower, -1) + jnp.triu(upper, 1) + jnp.diag(jnp.log(jnp.abs(jnp.diag(upper))))
-
-
-def fixed_permutation(c: int, seed: int) -> np.ndarray:
-  """The constant permutation matrix P of an InvertibleConv1x1 (a numpy constant)."""
-  return np.eye(c, dtype=np.float32)[np.random.RandomState(seed).permutation(c)]
+  q, _ = np.linalg.qr(np.random.RandomState(seed).randn(c, c))
+  p, lower, upper = scipy.linalg.lu(q)
+  return p.astype(np.float32), lower.astype(np.float32), upper.astype(np.float32)
 
 
 class InvertibleConv1x1(nn.Module):
-  """Glow's invertible 1x1 convolution, LU-parameterised: W = P L (U + diag(exp(log_s)))."""
+  """Glow's invertible 1x1 convolution, LU-parameterised:
+  W = P L (U + diag(sign * exp(log_s))); trained: L (unit lower), U (strictly upper), log_s."""
 
-  perm_seed: int = 0
+  seed: int = 0  # picks the initial rotation and with it the constants P and sign
 
   @nn.compact
   def factors(self, c: int):
-    """(P, L, U_full) with U_full = U + diag(exp(log_s)); trained: L, U, log_s (packed in `lu`)."""
-    lu = self.param("lu", _rotation_lu_factors, c)
-    lower = jnp.tril(lu, -1) + jnp.eye(c)
-    upper = jnp.triu(lu, 1) + jnp.diag(jnp.exp(jnp.diag(lu)))
-    return jnp.asarray(fixed_permutation(c, self.perm_seed)), lower, upper, jnp.diag(lu)
+    """(P, L, U_full, log_s) with U_full = U + diag(sign * exp(log_s))."""
+    p, lower0, upper0 = rotation_lu(c, self.seed)
+    lower = self.param("lower", lambda _: jnp.tril(lower0, -1))
+    upper = self.param("upper", lambda _: jnp.triu(upper0, 1))
+    log_s = self.param("log_s", lambda _: jnp.log(jnp.abs(jnp.diag(upper0))))
+    sign = np.sign(np.diag(upper0))
+    lower = jnp.tril(lower, -1) + jnp.eye(c)  # masks keep the triangular structure exact
+    upper = jnp.triu(upper, 1) + jnp.diag(sign * jnp.exp(log_s))
+    return jnp.asarray(p), lower, upper, log_s
 
   def weight(self, c: int):
     p, lower, upper, _ = self.factors(c)
@@ -237,11 +233,11 @@ class FlowStep(nn.Module):
 
   hidden: int
   coupling_scale: str = "tanh"
-  perm_seed: int = 0
+  seed: int = 0  # of the 1x1 convolution's initial rotation
 
   def setup(self):
     self.actnorm = ActNorm()
-    self.invconv = InvertibleConv1x1(self.perm_seed)
+    self.invconv = InvertibleConv1x1(self.seed)
     self.coupling = AffineCoupling(self.hidden, self.coupling_scale)
 
   def forward(self, x):
@@ -347,7 +343,7 @@ class MultiScaleFlow(nn.Module):
   def setup(self):
     k = self.steps_per_level
     self.squeeze = Squeeze()
-    self.steps = [FlowStep(self.hidden, self.coupling_scale, perm_seed=i)
+    self.steps = [FlowStep(self.hidden, self.coupling_scale, seed=i)
                   for i in range(self.levels * k)]
     self.splits = [Split() for _ in range(self.levels - 1)]
     self.top = TopGaussianize(self.num_classes)
