@@ -10,6 +10,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from clu import metrics as clu_metrics
 
 from genjax.families.base import Family
@@ -31,27 +32,32 @@ def train_metric_names(family: Family, state: TrainState, batch) -> list[str]:
 def make_train_step(family: Family, ema_decay: float, collection, mesh) -> Callable:
   """(state, accumulator, batch) -> (state, accumulator); donates the old state.
 
-  A step whose metrics or new parameters are not all finite leaves the state untouched and
-  records its step number in `state.nonfinite_step`, so parameters are never
-  poisoned and the loop can name the failing step at its next sync.
+  A step with non-finite metrics leaves the state untouched; any non-finite
+  metric or parameter records the step in `state.nonfinite_step`, so the loop
+  names the failing step at its next sync and never checkpoints a bad state.
   """
 
   def step_fn(state: TrainState, acc, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     params, opt_state, metrics = family.train_step(state.params, state.opt_state, batch, rng, state.step)
     ema = ema_update(state.ema_params, family.ema_view(params), ema_decay_at(state.step, ema_decay))
-    # Finite metrics are not enough: a finite loss can still produce inf
-    # parameters through a huge update, so the new parameters are checked too.
-    checks = [jnp.all(jnp.isfinite(v)) for v in list(metrics.values()) + jax.tree.leaves(params)]
-    finite = jnp.all(jnp.stack(checks))
-    healthy = finite & (state.nonfinite_step < 0)
+    # The update is applied only if every metric is finite. A finite loss can
+    # still produce inf parameters through a huge update, so parameter
+    # finiteness is recorded too; the loop checks `nonfinite_step` before every
+    # checkpoint, so such a state is never saved. (Gating every leaf's select
+    # on a predicate built from all new parameters made XLA compile several
+    # times slower, hence the two separate checks.)
+    metrics_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    params_finite = jnp.isfinite(optax.global_norm(params))
+    healthy = metrics_finite & (state.nonfinite_step < 0)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(healthy, n, o), new, old)
+    first_bad = (state.nonfinite_step < 0) & ~(metrics_finite & params_finite)
     new_state = state.replace(
         step=jnp.where(healthy, state.step + 1, state.step),
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         ema_params=keep(ema, state.ema_params),
-        nonfinite_step=jnp.where(healthy | (state.nonfinite_step >= 0), state.nonfinite_step, state.step),
+        nonfinite_step=jnp.where(first_bad, state.step, state.nonfinite_step),
     )
     return new_state, acc.merge(collection.single_from_model_output(**metrics))
 
