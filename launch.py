@@ -40,6 +40,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # keep the console for genjax's own progress lines
+  # tfds suggests OpenCV for decoding; genjax decodes each split once, so PIL is fine.
+  logging.get_absl_logger().addFilter(lambda record: "OpenCV is not installed" not in record.getMessage())
   import jax
   if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multiprocess_environment()):
     jax.distributed.initialize()

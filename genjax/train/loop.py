@@ -183,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   start = int(state.step)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   _say(f"genjax: {config.family} on {config.dataset} {tuple(run.info.image_shape)}, "
-       f"{n_params / 1e6:.2f}M params, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+       f"{n_params:,} params, {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"global batch {config.batch_size}, steps {start}->{config.total_steps}, workdir {workdir}")
 
   probe_batch = run.global_batch(next(run.train_iterator()))
@@ -226,12 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     preemption.close()
 
   if step == config.total_steps and is_main:
-    elapsed = time.perf_counter() - t_start
-    _say(f"genjax: done, {step - start} steps in {format_duration(elapsed)}.\n"
-         f"  config:      {os.path.join(workdir, 'config.json')}\n"
-         f"  metrics:     {writer.jsonl_path}\n"
-         f"  samples:     {evaluator.last_paths.get('samples')}\n" +
-         "".join(f"  {k + ':':<12} {v}\n" for k, v in evaluator.last_paths.items() if k != "samples") +
-         f"  checkpoints: {checkpointer.directory}\n"
-         f"  tensorboard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    outputs = {"config": os.path.join(workdir, "config.json"), "metrics": writer.jsonl_path,
+               **evaluator.last_paths, "checkpoints": checkpointer.directory,
+               "tensorboard": f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}"}
+    _say(f"genjax: done, {step - start} steps in {format_duration(time.perf_counter() - t_start)}.\n" +
+         "\n".join(f"  {name + ':':<17}{where}" for name, where in outputs.items()))
   return state
