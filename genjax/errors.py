@@ -31,5 +31,9 @@ class NonFiniteLossError(UserError):
   """Training produced NaN/inf; the run stops and keeps the last good checkpoint."""
 
 
+class TrainingFailedError(UserError):
+  """The family's own health check failed repeatedly (e.g. GAN mode collapse)."""
+
+
 class InputError(UserError):
   """Images of the wrong shape/range/format, corrupt files, empty folders."""

@@ -96,6 +96,14 @@ class Family(abc.ABC):
     del ema_params, batch, rng
     return {}
 
+  def health_message(self, metrics: Mapping[str, float]) -> Optional[str]:
+    """Called on the host at every log with the averaged training metrics.
+    Returns a description of a failure the metrics show (e.g. a GAN's mode
+    collapse) or None. The loop stops the run, keeping its checkpoints, after
+    `HEALTH_PATIENCE` consecutive logs report a problem. Default: healthy."""
+    del metrics
+    return None
+
   # ---- helpers ----------------------------------------------------------------------
   @property
   def conditional(self) -> bool:

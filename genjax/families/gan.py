@@ -290,6 +290,5 @@ class GAN(Family):
       labels = jax.random.randint(label_rng, (num,), 0, self.data.num_classes)
     return symmetric_to_unit(self._generate(ema_params, z_rng, num, labels))
 
-  @staticmethod
-  def collapse_message(metrics: Mapping[str, float]) -> Optional[str]:
+  def health_message(self, metrics: Mapping[str, float]) -> Optional[str]:
     return collapse_message(metrics)

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from genjax import data
-from genjax.errors import NonFiniteLossError
+from genjax.errors import NonFiniteLossError, TrainingFailedError
 from genjax.families import DataSpec, build_family
 from genjax.train import sharding, steps
 from genjax.train.checkpoint import Checkpointer
@@ -33,6 +33,9 @@ from genjax.train.state import TrainState
 
 # fold_in constants separating the run's RNG streams from the per-step ones.
 _INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2, 3
+# Consecutive logs on which Family.health_message must report a problem before
+# the run stops (a single log can catch a transient dip).
+HEALTH_PATIENCE = 3
 
 
 def _say(msg: str) -> None:
@@ -195,6 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   t_start = time.perf_counter()
 
   step = start
+  unhealthy_logs = 0
   try:
     while step < config.total_steps:
       batch = run.global_batch(next(train_iter))
@@ -207,6 +211,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         acc = collection.empty()
         _say(progress.line(step, scalars))
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+        problem = run.family.health_message(scalars)
+        unhealthy_logs = unhealthy_logs + 1 if problem else 0
+        if unhealthy_logs >= HEALTH_PATIENCE:
+          raise TrainingFailedError(
+              f"stopped at step {step}: {problem} (on {HEALTH_PATIENCE} consecutive logs); "
+              f"checkpoints up to step {checkpointer.latest_step()} are kept in {checkpointer.directory}")
       if step % config.eval_every == 0 or last:
         _check_finite(state, checkpointer)
         results = evaluator(state, step, writer)

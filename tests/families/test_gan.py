@@ -261,7 +261,7 @@ def test_collapse_message_on_constant_generator(base):
   assert float(m["g_output_std"]) == 0.0
   msg = G.collapse_message({"g_output_std": float(m["g_output_std"]), "real_output_std": 0.5})
   assert msg is not None and "collapse" in msg
-  assert base["fam"].collapse_message({"g_output_std": 0.001, "real_output_std": 0.5}) is not None
+  assert base["fam"].health_message({"g_output_std": 0.001, "real_output_std": 0.5}) is not None
   assert G.collapse_message({"g_output_std": 0.2, "real_output_std": 0.5}) is None
   assert G.collapse_message({"loss": 1.0}) is None
 

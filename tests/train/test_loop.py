@@ -76,3 +76,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
   restored, _ = ckpt.restore(ckpt.latest_step(), init_state(build_run(config, str(tmp_path))))
   ckpt.close()
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
+
+
+def test_family_health_check_stops_run_after_patience(tmp_path, data_dir, monkeypatch):
+  from genjax.errors import TrainingFailedError
+  from genjax.families.vae import VAE
+  from genjax.train.loop import HEALTH_PATIENCE
+  seen = []
+
+  def unhealthy(self, metrics):
+    seen.append(metrics)
+    return "generator output is constant" if len(seen) >= 2 else None
+
+  monkeypatch.setattr(VAE, "health_message", unhealthy)
+  config = smoke_config("vae", {"total_steps": 20, "log_every": 1, "eval_every": 100,
+                                "checkpoint_every": 100}, data_dir=data_dir)
+  with pytest.raises(TrainingFailedError, match="generator output is constant"):
+    train_and_evaluate(config, str(tmp_path))
+  assert len(seen) == 1 + HEALTH_PATIENCE and "loss" in seen[0]
