@@ -85,8 +85,9 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.num_batches = -1  # -1: the whole split, every example counted
   c.eval.grid_size = 64  # samples in the PNG grid
-  c.eval.fid_samples = 0  # 0 disables the FID evaluator
-  c.eval.fid_mode = "default"
+  c.eval.fid_samples = 0  # 0 disables the FID/KID evaluator (genjax/train/fid_evaluator.py)
+  c.eval.fid_reference_count = -1  # first N images of the eval split as the reference; -1: all
+  c.eval.fid_mode = "default"  # default (pytorch-fid) | tf1 | clean
 
   c.model = ml_collections.ConfigDict()
   c.model.conditional = False

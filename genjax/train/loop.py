@@ -26,13 +26,14 @@ from genjax.families import DataSpec, build_family
 from genjax.train import sharding, steps
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.config_check import validate_config
+from genjax.train.fid_evaluator import TrainingFID
 from genjax.train.metric_writer import MetricWriter
 from genjax.train.preemption import PreemptionWatcher
 from genjax.train.progress import Progress, format_duration
 from genjax.train.state import TrainState
 
 # fold_in constants separating the run's RNG streams from the per-step ones.
-_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM = 0, 1, 2, 3
+_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM, _FID_STREAM = 0, 1, 2, 3, 4
 # Consecutive logs on which Family.health_message must report a problem before
 # the run stops (a single log can catch a transient dip).
 HEALTH_PATIENCE = 3
@@ -131,6 +132,8 @@ class Evaluator:
     self.sample_fn = steps.make_sample_fn(run.family, run.mesh)
     self.images_fn = jax.jit(run.family.eval_images)
     self.grid_size = cfg.grid_size
+    self.fid = TrainingFID(run) if cfg.fid_samples > 0 else None
+    self.last_paths = {}
     # The same noise at every evaluation, so successive grids are comparable.
     self.sample_rng = jax.random.fold_in(run.base_rng, _SAMPLE_STREAM)
 
@@ -159,7 +162,18 @@ class Evaluator:
     for name, images in self.images_fn(state.ema_params, first_batch, eval_rng).items():
       paths[name] = writer.write_images(step, name, images)
     self.last_paths = paths
+    if self.fid is not None:
+      fid_rng = jax.random.fold_in(self.run.base_rng, _FID_STREAM)
+      results.update({f"eval/{k}": float(v) for k, v in
+                      self.fid(state.ema_params, self.sample_fn, fid_rng, step).items()})
     return results
+
+
+def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer: MetricWriter) -> None:
+  results = evaluator(state, step, writer)
+  writer.write_scalars(step, results)
+  if results:
+    _say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -189,10 +203,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
        f"{n_params:,} params, {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"global batch {config.batch_size}, steps {start}->{config.total_steps}, workdir {workdir}")
 
+  evaluator = Evaluator(run, state)
+  if evaluator.fid is not None and evaluator.fid.pending(start):
+    _say(f"genjax: finishing the evaluation of step {start} that was interrupted")
+    _evaluate_and_log(evaluator, state, start, writer)
+
   probe_batch = run.global_batch(next(run.train_iterator()))
   collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch))
   train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
-  evaluator = Evaluator(run, state)
   acc = collection.empty()
   progress = Progress(config.total_steps, config.batch_size, start)
   t_start = time.perf_counter()
@@ -217,12 +235,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           raise TrainingFailedError(
               f"stopped at step {step}: {problem} (on {HEALTH_PATIENCE} consecutive logs); "
               f"checkpoints up to step {checkpointer.latest_step()} are kept in {checkpointer.directory}")
-      if step % config.eval_every == 0 or last:
-        _check_finite(state, checkpointer)
-        results = evaluator(state, step, writer)
-        writer.write_scalars(step, results)
-        if results:
-          _say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
       preempted = preemption.should_stop(step)
       if step % config.checkpoint_every == 0 or last or preempted:
         _check_finite(state, checkpointer)
@@ -230,12 +242,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if preempted:
         _say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
         break
+      if step % config.eval_every == 0 or last:
+        _check_finite(state, checkpointer)
+        _evaluate_and_log(evaluator, state, step, writer)
   finally:
     checkpointer.close()
     writer.close()
     preemption.close()
 
-  if step == config.total_steps and is_main:
+  if step == config.total_steps and step > start and is_main:
     outputs = {"config": os.path.join(workdir, "config.json"), "metrics": writer.jsonl_path,
                **evaluator.last_paths, "checkpoints": checkpointer.directory,
                "tensorboard": f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}"}

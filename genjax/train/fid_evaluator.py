@@ -1,0 +1,130 @@
+"""The FID/KID evaluator the loop runs when `config.eval.fid_samples > 0`.
+
+Samples `fid_samples` images from the EMA model and compares them with the
+first `fid_reference_count` images of the eval split (-1: all of it):
+  * FID against reference statistics computed once per (dataset, split, count,
+    mode, weights) and cached under `<data_dir>/genjax_fid_stats/`;
+  * KID (unbiased) when both sets are at most `KID_MAX_IMAGES`, since it needs
+    the features themselves rather than running sums.
+Sampling is resumable: the running sums are saved under
+`workdir/eval_state/` while an evaluation is in progress, and the loop resumes
+an unfinished evaluation before training on (see `pending`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from genjax import data
+from genjax.metrics.features import InceptionFeatures
+from genjax.metrics.fid_eval import FIDEvaluator, reference_stats
+from genjax.metrics.kid import kernel_inception_distance
+
+KID_MAX_IMAGES = 10_000  # beyond this, holding both feature sets in memory is not worth it
+KID_SUBSET_SIZE = 1000
+
+
+class TrainingFID:
+
+  def __init__(self, run, features: InceptionFeatures | None = None, checkpoint_every: int = 10):
+    self.run = run
+    cfg = run.config.eval
+    self.num_samples = cfg.fid_samples
+    self.mode = cfg.fid_mode
+    self.reference_count = cfg.get("fid_reference_count", -1)
+    self.state_dir = Path(run.workdir) / "eval_state"
+    self.checkpoint_every = checkpoint_every  # sampler calls between saves of the running sums
+    self._features = features
+    self._reference = None
+    self._reference_features = None
+
+  @property
+  def features(self) -> InceptionFeatures:
+    if self._features is None:  # loaded on first use: the weights are 87 MB
+      self._features = InceptionFeatures()
+    return self._features
+
+  def _reference_images(self):
+    cfg = self.run.config
+    remaining = self.reference_count if self.reference_count > 0 else None
+    for batch in data.eval_batches(cfg.dataset, batch_size=cfg.eval.batch_size, split=cfg.eval.split,
+                                   data_dir=self.run.data_dir, process_index=0, process_count=1):
+      images = batch["image"][batch["mask"] > 0]
+      if remaining is not None:
+        images, remaining = images[:remaining], remaining - min(remaining, len(images))
+      if len(images):
+        yield images
+      if remaining == 0:
+        return
+
+  def reference(self) -> dict:
+    if self._reference is None:
+      cfg = self.run.config
+      count = "all" if self.reference_count <= 0 else str(self.reference_count)
+      name = f"{cfg.dataset}:{cfg.eval.split}:{count}"
+      cache = Path(self.run.data_dir) / "genjax_fid_stats" / f"{name.replace(':', '-')}-{self.mode}.npz"
+      self._reference = reference_stats(name, self._reference_images, cache, self.features, mode=self.mode)
+    return self._reference
+
+  def _state_path(self, step: int) -> Path:
+    return self.state_dir / f"fid_step_{step}.npz"
+
+  def pending(self, step: int) -> bool:
+    """True if an evaluation at `step` was interrupted and should be finished."""
+    return self._state_path(step).is_file()
+
+  def __call__(self, ema_params, sample_fn, rng, step: int) -> dict:
+    """sample_fn(ema_params, key, labels, n) -> float images in [0, 1]."""
+    def draw(key, n):
+      return sample_fn(ema_params, key, self.run.sample_labels(n), n)
+
+    use_kid = self.num_samples <= KID_MAX_IMAGES and 0 < self.reference_count <= KID_MAX_IMAGES
+    recorder = _RecordingFeatures(self.features, keep=use_kid)
+    evaluator = FIDEvaluator(self.reference(), recorder, num_samples=self.num_samples,
+                             batch_size=self.run.config.eval.batch_size, mode=self.mode,
+                             checkpoint_every=self.checkpoint_every)
+    results = evaluator.evaluate(draw, rng, state_path=self._state_path(step))
+    out = {"fid": results["fid"], "fid_num_samples": results["fid_num_samples"]}
+    if use_kid:
+      sample_feats = recorder.recorded()
+      if len(sample_feats) < self.num_samples:  # resumed mid-way: redraw the same samples
+        sample_feats = self._features_of_samples(draw, rng)
+      out.update(self._kid(sample_feats))
+    return out
+
+  def _features_of_samples(self, draw, rng) -> np.ndarray:
+    batch, feats, drawn, i = self.run.config.eval.batch_size, [], 0, 0
+    while drawn < self.num_samples:  # batch i uses fold_in(rng, i), as FIDEvaluator does
+      images = np.asarray(draw(jax.random.fold_in(rng, i), batch))[:self.num_samples - drawn]
+      feats.append(self.features(images, self.mode))
+      drawn, i = drawn + len(images), i + 1
+    return np.concatenate(feats)
+
+  def _kid(self, sample_feats) -> dict:
+    if self._reference_features is None:
+      self._reference_features = np.concatenate(
+          [self.features(b, self.mode) for b in self._reference_images()])
+    subset = min(KID_SUBSET_SIZE, len(sample_feats), len(self._reference_features))
+    mean, std = kernel_inception_distance(sample_feats, self._reference_features,
+                                          num_subsets=100, subset_size=subset)
+    return {"kid": float(mean), "kid_std": float(std)}
+
+
+class _RecordingFeatures:
+  """Passes calls through to InceptionFeatures, keeping the outputs for KID."""
+
+  def __init__(self, features: InceptionFeatures, keep: bool):
+    self._features, self._keep, self._outputs = features, keep, []
+    self.batch_size, self.weights_sha256 = features.batch_size, features.weights_sha256
+
+  def __call__(self, images, mode="default", value_range=(0.0, 1.0)):
+    out = self._features(images, mode, value_range)
+    if self._keep:
+      self._outputs.append(out)
+    return out
+
+  def recorded(self) -> np.ndarray:
+    return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 2048), np.float32)
