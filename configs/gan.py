@@ -15,15 +15,15 @@ from configs.common import COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_siz
 SIZES = {
     # Trains in seconds; used by the tests.
     "smoke": dict(batch_size=16, total_steps=20, log_every=5, eval_every=10, checkpoint_every=10,
-                  latent_dim=16, g_channels=(16, 8), d_channels=(8, 16), fid_samples=0),
+                  latent_dim=16, g_channels=(16, 8), d_channels=(8, 16), fid_samples=0, fid_reference=-1),
     # 2 CPU cores: recognisable Fashion-MNIST samples in < 30 min (~0.2 s/step unloaded).
     "small": dict(batch_size=64, total_steps=9_000, log_every=200, eval_every=3_000,
                   checkpoint_every=1_000, latent_dim=100, g_channels=(128, 64),
-                  d_channels=(64, 128), fid_samples=1000),
+                  d_channels=(64, 128), fid_samples=1000, fid_reference=1000),
     # Accelerator size.
     "full": dict(batch_size=128, total_steps=100_000, log_every=500, eval_every=10_000,
                  checkpoint_every=5_000, latent_dim=128, g_channels=(512, 256),
-                 d_channels=(128, 256, 512), fid_samples=10_000),
+                 d_channels=(128, 256, 512), fid_samples=10_000, fid_reference=-1),
 }
 
 
@@ -38,6 +38,7 @@ def get_config(arg=None):
   c.checkpoint_every = s["checkpoint_every"]
   c.ema_decay = 0.999  # of the generator only (GAN.ema_view)
   c.eval.fid_samples = s["fid_samples"]
+  c.eval.fid_reference_count = s["fid_reference"]  # small: the first 1,000 test images
 
   c.model.conditional = a.conditional  # label-conditioned G + projection D
   c.model.loss = a.loss  # non_saturating | hinge
