@@ -1,0 +1,158 @@
+"""FID as a training evaluator: cached reference statistics and a resumable sampling loop.
+
+The training loop builds one `InceptionFeatures` (weights + compiled network) and one
+`FIDEvaluator` per configured evaluation, then calls `evaluate(sample_fn, rng, state_path)`
+at its eval steps. Nothing here imports the loop: it works on arrays and callables, so
+it runs standalone too.
+
+  features = InceptionFeatures(batch_size=64)
+  ref = reference_stats("fashion_mnist:test", lambda: test_batches(), cache_path, features)
+  evaluator = FIDEvaluator(ref, features, num_samples=10_000, batch_size=64)
+  metrics = evaluator.evaluate(lambda key, n: family.sample(ema_params, key, n), key,
+                               state_path=workdir / f"fid_state_{step}.npz")
+  # -> {"fid": ..., "fid_num_samples": 10000}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import jax
+import numpy as np
+
+from genjax.errors import InputError
+from genjax.metrics import preprocess
+from genjax.metrics.features import InceptionFeatures
+from genjax.metrics.fid import (RunningStats, frechet_distance, load_stats, save_stats,
+                                warn_if_few_samples)
+
+
+def reference_stats(name: str, images: Iterable | Callable[[], Iterable], cache_path,
+                    features: InceptionFeatures, mode: str = "default",
+                    value_range=(0.0, 1.0)) -> dict:
+  """Statistics of a dataset split, computed once and stored at `cache_path` (.npz).
+
+  images: an iterable of image batches ([B,H,W(,C)] uint8, or float in value_range),
+    or a zero-argument callable returning one, so that nothing is read on a cache hit.
+  The cache is reused only if its name, mode and weight hash match; otherwise it is
+  recomputed and overwritten. Returns {'mu', 'sigma', 'count', 'mode', 'weights_sha256', 'name'}.
+  """
+  preprocess.check_mode(mode)
+  cache_path = Path(cache_path)
+  if cache_path.is_file():
+    cached = load_stats(cache_path)
+    if (cached.get("name") == name and cached.get("mode") == mode
+        and cached.get("weights_sha256") == features.weights_sha256):
+      return cached
+    warnings.warn(f"reference statistics {cache_path} are for {cached.get('name')!r}/"
+                  f"{cached.get('mode')!r}/{str(cached.get('weights_sha256'))[:8]}; recomputing")
+  stats = None
+  for batch in (images() if callable(images) else images):
+    feats = features(batch, mode, value_range)
+    stats = stats or RunningStats(feats.shape[1])
+    stats.update(feats)
+  if stats is None or stats.count < 2:
+    raise InputError(f"reference dataset {name!r} yielded fewer than 2 images")
+  warn_if_few_samples(stats.count, stats.dim, f"reference set {name!r}")
+  mu, sigma = stats.mu_sigma()
+  save_stats(cache_path, mu, sigma, count=stats.count, mode=mode,
+             weights_sha256=features.weights_sha256, name=name)
+  return load_stats(cache_path)
+
+
+def _key_fingerprint(rng) -> str:
+  data = np.asarray(jax.random.key_data(rng)) if jax.dtypes.issubdtype(
+      getattr(rng, "dtype", None), jax.dtypes.prng_key) else np.asarray(rng)
+  return hashlib.sha256(data.tobytes()).hexdigest()[:16]
+
+
+class FIDEvaluator:
+  """FID of `num_samples` model samples against reference statistics; resumable.
+
+  Args:
+    reference: dict/npz path with mu and sigma (e.g. from `reference_stats`).
+    features: the shared InceptionFeatures.
+    num_samples: samples drawn per evaluation; all of them are counted (the last
+      sampler call draws a full batch and the surplus is masked out).
+    batch_size: samples per `sample_fn` call (default: features.batch_size).
+    mode: preprocessing mode; must match the reference's.
+    value_range: range of float samples (quantized to uint8 as if saved to PNG).
+    checkpoint_every: sampler calls between writes of the resume state.
+  """
+
+  def __init__(self, reference, features: InceptionFeatures, *, num_samples: int = 10_000,
+               batch_size: int | None = None, mode: str = "default", value_range=(0.0, 1.0),
+               checkpoint_every: int = 10):
+    if isinstance(reference, (str, os.PathLike)):
+      reference = load_stats(reference)
+    self.reference = reference
+    self.features = features
+    self.num_samples = int(num_samples)
+    self.batch_size = int(batch_size or features.batch_size)
+    self.mode = preprocess.check_mode(mode)
+    self.value_range = tuple(value_range)
+    self.checkpoint_every = max(int(checkpoint_every), 1)
+    if self.num_samples < 2:
+      raise InputError("FIDEvaluator needs num_samples >= 2")
+    ref_mode = reference.get("mode") if hasattr(reference, "get") else None
+    if ref_mode is not None and str(ref_mode) != mode:
+      raise InputError(f"reference statistics were computed in mode {ref_mode!r}, "
+                       f"the evaluator uses {mode!r}")
+
+  def _fingerprint(self, rng):
+    return (f"n={self.num_samples},b={self.batch_size},mode={self.mode},"
+            f"w={self.features.weights_sha256[:16]},key={_key_fingerprint(rng)}")
+
+  def evaluate(self, sample_fn: Callable, rng, state_path=None, progress=False) -> dict:
+    """sample_fn(key, n) -> n images ([n,H,W(,C)] float in value_range, or uint8).
+
+    Batch i uses key fold_in(rng, i), so a resumed run draws the same samples. With
+    `state_path`, the running sums and the next batch index are saved there every
+    `checkpoint_every` batches and on completion the file is removed; a later call
+    with the same arguments continues from it.
+    """
+    fingerprint = self._fingerprint(rng)
+    num_batches = -(-self.num_samples // self.batch_size)
+    stats, start = RunningStats(), 0
+    state_path = Path(state_path) if state_path is not None else None
+    if state_path is not None and state_path.is_file():
+      with np.load(state_path, allow_pickle=False) as z:
+        if str(z["fingerprint"]) == fingerprint:
+          stats = RunningStats.from_state_dict({k: z[k] for k in
+                                                ("count", "shift", "sum", "sum_outer")})
+          start = int(z["next_batch"])
+    t0 = time.time()
+    for i in range(start, num_batches):
+      images = np.asarray(sample_fn(jax.random.fold_in(rng, i), self.batch_size))
+      keep = min(self.batch_size, self.num_samples - i * self.batch_size)
+      if len(images) < keep:
+        raise InputError(f"sample_fn returned {len(images)} images, asked for {self.batch_size}")
+      feats = self.features(images[:keep], self.mode, self.value_range)
+      if stats.dim != feats.shape[1] and stats.count == 0:
+        stats = RunningStats(feats.shape[1])
+      stats.update(feats)
+      done = i + 1
+      if state_path is not None and done < num_batches and (done - start) % self.checkpoint_every == 0:
+        self._save_state(state_path, stats, done, fingerprint)
+      if progress:
+        print(f"fid: {stats.count}/{self.num_samples} samples, {time.time() - t0:.0f}s",
+              flush=True)
+    warn_if_few_samples(stats.count, stats.dim, "FID evaluation")
+    mu, sigma = stats.mu_sigma()
+    fid = frechet_distance(mu, sigma, self.reference["mu"], self.reference["sigma"])
+    if state_path is not None and state_path.is_file():
+      state_path.unlink()
+    return {"fid": fid, "fid_num_samples": stats.count}
+
+  @staticmethod
+  def _save_state(path, stats, next_batch, fingerprint):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, next_batch=np.asarray(next_batch), fingerprint=np.asarray(fingerprint),
+             **stats.state_dict())
+    os.replace(tmp, path)
