@@ -365,7 +365,7 @@ def test_invalid_options_raise_config_error():
 
 def test_configs_and_sweep():
   from genjax.train import sweep
-  for size in ("smoke", "small", "full"):
+  for size in ("smoke", "small", "base", "full"):
     c = ddpm_config.get_config(f"dataset=fashion_mnist,size={size}")
     assert c.family == "ddpm" and c.batch_size > 0 and c.model.sampler in D.SAMPLERS
   overrides = ddpm_config.get_hyper(sweep)
