@@ -475,6 +475,24 @@ class Diffusion(Family):
       metrics["eval_bpd"] = self.vlb_bits_per_dim(x0, x_kl, t_kl, outs[1], x_dec, outs[2])
     return metrics
 
+  def eval_images(self, ema_params: PyTree, batch: Batch, rng) -> dict[str, jax.Array]:
+    """"denoised": one-step denoising of up to 7 test images as a 7-column grid; per row the
+    image, then (x_t, x0_hat) at t = T/4, T/2 and 3T/4."""
+    m, T = self.config.model, self.schedule.timesteps
+    x0 = self.to_model_space(batch["image"][:7])
+    n, levels = x0.shape[0], (T // 4, T // 2, 3 * T // 4)
+    t = jnp.repeat(jnp.asarray(levels, jnp.int32), n)
+    x0_rep = jnp.tile(x0, (len(levels), 1, 1, 1))
+    x_t = q_sample(self.schedule, x0_rep, t, jax.random.normal(rng, x0_rep.shape))
+    labels = jnp.tile(batch["label"][:n].astype(jnp.int32), len(levels)) if self.num_classes else None
+    a, s = self.schedule.alpha_sigma(t)
+    x0_hat, _ = prediction_to_x0_eps(m.parameterization, self.unet.apply(ema_params, x_t, t, labels),
+                                     x_t, a, s, clip=True)
+    per_level = lambda x: jnp.split(x, len(levels))
+    columns = [x0] + [c for pair in zip(per_level(x_t), per_level(x0_hat)) for c in pair]
+    grid = jnp.stack(columns, axis=1).reshape((-1,) + x0.shape[1:])  # row-major: image by image
+    return {"denoised": symmetric_to_unit(self.crop(grid))}
+
   def vlb_bits_per_dim(self, x0, x_t, t, out_t, x_1, out_1):
     """One-sample unbiased estimate of the variational bound in bits/dim, [B] (docstring):
     network output `out_t` at (x_t, t), t ~ U{1..T-1}, and `out_1` at (x_1, step 0)."""

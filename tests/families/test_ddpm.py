@@ -335,6 +335,10 @@ def test_eval_metrics(cond_family, trained):
     assert v.shape == (8,) and np.all(np.isfinite(v)), k
   # Uniform-noise images under an almost untrained model: a bound, so > 0, and far from absurd.
   assert np.all(out["eval_bpd"] > 0) and float(out["eval_bpd"].mean()) < 20
+  batch = random_batch(8, seed=1)
+  grid = jax.jit(cond_family.eval_images)(trained[1], batch, jax.random.PRNGKey(0))["denoised"]
+  assert grid.shape == (49, 28, 28, 1) and float(grid.min()) >= 0 and float(grid.max()) <= 1
+  np.testing.assert_allclose(grid[::7], uint8_to_symmetric(batch["image"][:7]) * 0.5 + 0.5, atol=1e-6)
 
 
 def test_conditional_guidance_matches_separate_calls(trained):
