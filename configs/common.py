@@ -55,6 +55,14 @@ def pick_size(size: str, presets: dict):
   return presets[size]
 
 
+def shrink_eval_for_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `size=smoke` evaluation: two small test batches and a 4x4 grid."""
+  c.eval.num_batches = 2
+  c.eval.batch_size = 32
+  c.eval.grid_size = 16
+  return c
+
+
 def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   """Fields the loop reads. Families put their own under `model` (and `optim*`)."""
   c = ml_collections.ConfigDict()

@@ -8,7 +8,8 @@ guidance), schedule (linear | cosine), parameterization (eps | v | x0).
 
 import ml_collections
 
-from configs.common import COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size
+from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size,
+                            shrink_eval_for_smoke)
 
 SIZES = {
     # Trains in seconds: used by the tests.
@@ -84,9 +85,7 @@ def get_config(arg=None):
   if args.size in ("small", "base"):  # 3 network calls per test image: score 2048, not all 10k
     c.eval.num_batches = 8
   if args.size == "smoke":
-    c.eval.num_batches = 2
-    c.eval.batch_size = 32
-    c.eval.grid_size = 16
+    shrink_eval_for_smoke(c)
   return c
 
 

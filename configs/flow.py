@@ -45,9 +45,7 @@ def get_config(arg=None):
   c.model.temperature = a.temperature  # prior std multiplier when sampling
 
   if a.size == "smoke":
-    c.eval.num_batches = 2
-    c.eval.batch_size = 32
-    c.eval.grid_size = 16
+    common.shrink_eval_for_smoke(c)
   return c
 
 

@@ -10,7 +10,8 @@ EMA (decay 0.999) of the generator for sampling.
 
 from __future__ import annotations
 
-from configs.common import COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size
+from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size,
+                            shrink_eval_for_smoke)
 
 SIZES = {
     # Trains in seconds; used by the tests.
@@ -59,9 +60,7 @@ def get_config(arg=None):
   c.optim_d = c.optim.copy_and_resolve_references()
 
   if a.size == "smoke":
-    c.eval.num_batches = 2
-    c.eval.batch_size = 32
-    c.eval.grid_size = 16
+    shrink_eval_for_smoke(c)
   return c
 
 
