@@ -107,7 +107,8 @@ class TrainingFID:
     if self._reference_features is None:
       self._reference_features = np.concatenate(
           [self.features(b, self.mode) for b in self._reference_images()])
-    subset = min(KID_SUBSET_SIZE, len(sample_feats), len(self._reference_features))
+    # At most half of each set per subset, so the 100 subsets differ and kid_std is meaningful.
+    subset = min(KID_SUBSET_SIZE, len(sample_feats) // 2, len(self._reference_features) // 2)
     mean, std = kernel_inception_distance(sample_feats, self._reference_features,
                                           num_subsets=100, subset_size=subset)
     return {"kid": float(mean), "kid_std": float(std)}
