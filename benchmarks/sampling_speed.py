@@ -1,15 +1,23 @@
-"""Per-image sampling time: ancestral DDPM over all 1000 steps vs DDIM with 10/20/50/100 steps,
-on the same parameters, plus the DDPM-1000 / DDIM-50 speed-up (about 1000/50 = 20x, since the
-network evaluation dominates every step).
+"""Per-image sampling time of a trained model, and for diffusion the DDIM paper's table: ancestral
+DDPM over all 1000 steps vs DDIM with 10/20/50/100 steps on the same parameters, with the
+DDPM-1000 / DDIM-50 speed-up (about 1000/50 = 20x, since the network evaluation dominates every
+step) and, optionally, FID/KID of each sampler.
 
-    python benchmarks/sampling_speed.py                       # fresh `small` U-Net
+    python benchmarks/sampling_speed.py                       # fresh `small` U-Net (no weights)
     python benchmarks/sampling_speed.py --size=smoke --num=4  # quick check
-    python benchmarks/sampling_speed.py --workdir=W           # EMA weights of a trained run
+    python benchmarks/sampling_speed.py --workdir=W           # EMA weights of any trained run
+    python benchmarks/sampling_speed.py --workdir=W --num=100 --fid_samples=500
 
-Nothing pretrained is loaded: without --workdir the U-Net is freshly initialised (its speed does
-not depend on its weights). With --workdir, the config is read from W/config.json and the EMA
-parameters from the latest orbax checkpoint in W/checkpoints (the layout of genjax.train.loop).
-Compilation is done ahead of time and excluded from the timings.
+With --workdir the config is read from W/config.json and the EMA parameters from the latest
+orbax checkpoint in W/checkpoints (the layout of genjax.train.loop); any family works (for a
+non-diffusion family the one sampler it has is timed). Without --workdir a freshly initialised
+`configs/ddpm.py` U-Net is timed: its speed does not depend on its weights.
+
+With --fid_samples=N every sampler draws N images (in calls of --num, with the same keys for
+every sampler) and is scored against the first --fid_reference images of the run's test split in
+the default (pytorch-fid) mode. FID is biased upwards at small N, so compare samplers at the same
+N; KID is unbiased. Compilation is done ahead of time and excluded; per-image times average all
+sampling calls (Inception time excluded).
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ddpm as ddpm_config  # noqa: E402
-from genjax.families import DataSpec  # noqa: E402
-from genjax.families.diffusion import Diffusion  # noqa: E402
+from genjax import data  # noqa: E402
+from genjax.families import DataSpec, build_family  # noqa: E402
 
 
 def restore_ema_params(workdir: str):
@@ -46,47 +54,101 @@ def restore_ema_params(workdir: str):
   return restored["state"]["ema_params"]
 
 
+class SampleScorer:
+  """FID and KID of sample features against the first `count` test images of the dataset."""
+
+  def __init__(self, config, count: int):
+    from genjax.metrics.features import InceptionFeatures
+    self.features = InceptionFeatures()
+    images, have = [], 0
+    for batch in data.eval_batches(config.dataset, batch_size=250, split="test",
+                                   data_dir=config.data_dir or data.default_data_dir(),
+                                   process_index=0, process_count=1):
+      images.append(batch["image"][batch["mask"] > 0])
+      have += len(images[-1])
+      if have >= count:
+        break
+    self.reference = self.features(np.concatenate(images)[:count], "default")
+    print(f"FID/KID reference: the first {len(self.reference)} {config.dataset} test images")
+
+  def score(self, feats) -> str:
+    from genjax.metrics.fid import frechet_distance
+    from genjax.metrics.kid import kernel_inception_distance
+    (mu1, s1), (mu2, s2) = [(f.mean(0), np.cov(f, rowvar=False)) for f in
+                            (feats.astype(np.float64), self.reference.astype(np.float64))]
+    fid = frechet_distance(mu1, s1, mu2, s2)
+    subset = min(1000, len(feats) // 2, len(self.reference) // 2)
+    kid, kid_std = kernel_inception_distance(feats, self.reference, subset_size=subset)
+    return f"   FID {fid:7.2f}   KID {kid:.4f} +- {kid_std:.4f}   ({len(feats)} samples)"
+
+
+def samplers(family, ddim_steps: str):
+  """(name, fn(params, rng, num, labels)) for every sampler worth timing."""
+  if family.config.family != "ddpm":
+    return [(f"{family.config.family} sample", family.sample)]
+  out = [("DDPM-1000", lambda p, r, n, y: family.sample_with(p, r, n, y, sampler="ddpm"))]
+  for steps in ddim_steps.split(","):
+    out.append((f"DDIM-{steps}", lambda p, r, n, y, s=int(steps): family.sample_with(
+        p, r, n, y, sampler="ddim", steps=s, eta=0.0)))
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--size", default="small", help="configs/ddpm.py size (without --workdir)")
   parser.add_argument("--workdir", default="", help="a training workdir to take config + EMA from")
   parser.add_argument("--num", type=int, default=8, help="images per sampling call (one batch)")
   parser.add_argument("--ddim_steps", default="10,20,50,100")
-  parser.add_argument("--repeats", type=int, default=1, help="timed calls per sampler (best kept)")
+  parser.add_argument("--repeats", type=int, default=1, help="timed calls per sampler at least")
+  parser.add_argument("--fid_samples", type=int, default=0,
+                      help="FID/KID of this many samples per sampler (needs --workdir)")
+  parser.add_argument("--fid_reference", type=int, default=1000,
+                      help="the first N test images are the FID/KID reference")
   args = parser.parse_args()
+  if args.fid_samples and not args.workdir:
+    parser.error("--fid_samples scores a trained model: pass --workdir too")
 
   if args.workdir:
     with open(os.path.join(args.workdir, "config.json")) as f:
       config = ml_collections.ConfigDict(json.load(f))
+    info = data.dataset_info(config.dataset, config.data_dir or None)
+    spec = DataSpec(tuple(info.image_shape), info.num_classes)
   else:
     config = ddpm_config.get_config(f"dataset=fashion_mnist,size={args.size}")
-  config.model.timesteps = 1000  # the comparison is against DDPM-1000 (smoke trains with 100)
-  config.model.guidance_scale = 1.0
-  family = Diffusion(config, DataSpec((28, 28, 1), 10))
+    spec = DataSpec((28, 28, 1), 10)
+  if config.family == "ddpm":
+    config.model.timesteps = 1000  # the comparison is against DDPM-1000 (smoke trains with 100)
+    config.model.guidance_scale = 1.0
+  family = build_family(config, spec)
   if args.workdir:
     params = restore_ema_params(args.workdir)
   else:
-    batch = {"image": jnp.zeros((1, 28, 28, 1), jnp.uint8), "label": jnp.zeros((1,), jnp.int32)}
-    params, _ = jax.jit(family.init)(jax.random.PRNGKey(0), batch)
-  labels = jnp.arange(args.num, dtype=jnp.int32) % 10 if family.conditional else None
+    batch = {"image": jnp.zeros((1, *spec.image_shape), jnp.uint8),
+             "label": jnp.zeros((1,), jnp.int32)}
+    params = family.ema_view(jax.jit(family.init)(jax.random.PRNGKey(0), batch)[0])
+  labels = jnp.arange(args.num, dtype=jnp.int32) % spec.num_classes if family.conditional else None
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  print(f"ddpm U-Net {n_params / 1e6:.2f}M params, {family.model_shape}, batch {args.num}, "
-        f"{jax.devices()[0].platform} x{jax.device_count()}")
+  print(f"{config.family}: {n_params / 1e6:.2f}M sampling params, images {spec.image_shape}, "
+        f"batch {args.num}, {jax.devices()[0].platform} x{jax.device_count()}")
 
-  runs = [("DDPM-1000", "ddpm", None)]
-  runs += [(f"DDIM-{s}", "ddim", int(s)) for s in args.ddim_steps.split(",")]
+  scorer = SampleScorer(config, args.fid_reference) if args.fid_samples else None
+  calls = max(args.repeats, -(-args.fid_samples // args.num))
   per_image = {}
-  for name, sampler, steps in runs:
-    fn = jax.jit(lambda p, r, sampler=sampler, steps=steps: family.sample_with(
-        p, r, args.num, labels, sampler=sampler, steps=steps, eta=0.0))
+  for name, sample in samplers(family, args.ddim_steps):
+    fn = jax.jit(lambda p, r, sample=sample: sample(p, r, args.num, labels))
     compiled = fn.lower(params, jax.random.PRNGKey(0)).compile()
-    best = np.inf
-    for i in range(args.repeats):
+    seconds, feats = 0.0, []
+    for i in range(calls):
       start = time.perf_counter()
-      jax.block_until_ready(compiled(params, jax.random.PRNGKey(i)))
-      best = min(best, time.perf_counter() - start)
-    per_image[name] = best / args.num
-    print(f"  {name:>10}: {per_image[name] * 1e3:9.1f} ms/image", flush=True)
+      images = jax.block_until_ready(compiled(params, jax.random.PRNGKey(i)))
+      seconds += time.perf_counter() - start
+      if scorer:
+        feats.append(scorer.features(np.asarray(images), "default"))
+    per_image[name] = seconds / (calls * args.num)
+    line = f"  {name:>12}: {per_image[name] * 1e3:9.2f} ms/image"
+    if scorer:
+      line += scorer.score(np.concatenate(feats)[:args.fid_samples])
+    print(line, flush=True)
   if "DDIM-50" in per_image:
     ratio = per_image["DDPM-1000"] / per_image["DDIM-50"]
     print(f"DDPM-1000 / DDIM-50 time ratio: {ratio:.1f}x")

@@ -38,12 +38,15 @@ def test_train_writes_workdir(tmp_path, data_dir):
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1].endswith(str(config.total_steps))
 
 
-def test_resume_is_bitwise(tmp_path, data_dir):
-  """2N steps straight == N steps, stop, resume to 2N (params, EMA and optimizer state)."""
+@pytest.mark.parametrize("family", ["vae", "ddpm", "gan", "flow"])
+def test_resume_is_bitwise(tmp_path, data_dir, family):
+  """2N steps straight == N steps, stop, resume to 2N (params, EMA and optimizer state(s)),
+  for every family's smoke config on real data; each run writes its sample grid."""
   n = 3
-  config = smoke_config("vae", {"total_steps": 2 * n, "checkpoint_every": n, "log_every": 1,
-                                "eval_every": 100}, data_dir=data_dir)
+  config = smoke_config(family, {"total_steps": 2 * n, "checkpoint_every": n, "log_every": 1,
+                                 "eval_every": 100}, data_dir=data_dir)
   straight = train_and_evaluate(config, str(tmp_path / "straight"))
+  assert glob.glob(str(tmp_path / "straight" / "samples" / f"samples_{2 * n:07d}.png"))
 
   # The interrupted run: keep only the step-N checkpoint of an identical run, then resume.
   resumed_dir = tmp_path / "resumed"
