@@ -1,7 +1,8 @@
 """Glow-style multi-scale normalizing flow (exact likelihood, bits/dim).
 
   python launch.py --config=configs/flow.py:dataset=fashion_mnist,size=small --workdir=/tmp/flow
-Sizes: smoke (seconds; tests), small (about 30 min on 2 CPU cores), full (accelerator).
+Sizes: smoke (seconds; tests), small (~11 min of training on 2 idle CPU cores: 3,000 steps at
+~4.7 steps/s), full (accelerator).
 `levels` squeezes need H and W divisible by 2**levels: 2 levels for 28x28 images.
 """
 

@@ -46,7 +46,6 @@ def get_config(arg=None):
   c.model.loss = a.loss  # non_saturating | hinge
   c.model.latent_dim = s["latent_dim"]
   c.model.g_channels = s["g_channels"]  # feature maps from the lowest resolution up
-  c.model.g_convs_per_resolution = s.get("g_convs", 0)  # extra 3x3 convs at each G resolution
   c.model.d_channels = s["d_channels"]  # one stride-2 4x4 conv each
   c.model.g_norm = "group"  # none | group | layer | pixel (stateless: no BatchNorm)
   c.model.d_norm = "none"
