@@ -17,8 +17,8 @@ SIZES = {
                   dropout=0.0, norm_groups=8, timesteps=100, sample_steps=10, batch_size=16,
                   total_steps=20, learning_rate=1e-3, warmup_steps=5, log_every=5,
                   eval_every=10, checkpoint_every=10, fid_samples=0, fid_reference=-1),
-    # CPU (2 cores): ~1.2M params, ~0.67 s per step at batch 64 on 2 idle cores (measured
-    # 1.5 steps/s), so 2500 steps in ~28 min. Feature maps 28/14/7 (32/16/8 for 32x32 data),
+    # CPU (2 cores): ~1.2M params, 1.45 steps/s at batch 64 on 2 idle cores, so 2500 steps
+    # take ~29 min (measured: 29m43s from launch to the last step). Feature maps 28/14/7 (32/16/8 for 32x32 data),
     # attention at the lowest resolution only; no dropout (a run this short underfits).
     # FID/KID of 1,000 EMA samples vs the first 1,000 test images at the end.
     "small": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7, 8), num_heads=4,
