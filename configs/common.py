@@ -63,6 +63,18 @@ def shrink_eval_for_smoke(c: ml_collections.ConfigDict) -> ml_collections.Config
   return c
 
 
+def set_cadence(c: ml_collections.ConfigDict, preset: dict) -> ml_collections.ConfigDict:
+  """Run length and how often the loop logs, evaluates and saves, from a size preset with keys
+  batch_size, total_steps, log_every, eval_every, checkpoint_every and, optionally,
+  fid_samples and fid_reference (the FID evaluator's sample and reference counts).
+  Other keys of the preset (model sizes) are left to the family's config."""
+  for key in ("batch_size", "total_steps", "log_every", "eval_every", "checkpoint_every"):
+    c[key] = preset[key]
+  c.eval.fid_samples = preset.get("fid_samples", c.eval.fid_samples)
+  c.eval.fid_reference_count = preset.get("fid_reference", c.eval.fid_reference_count)
+  return c
+
+
 def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   """Fields the loop reads. Families put their own under `model` (and `optim*`)."""
   c = ml_collections.ConfigDict()

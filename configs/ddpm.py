@@ -8,7 +8,7 @@ guidance), schedule (linear | cosine), parameterization (eps | v | x0).
 
 import ml_collections
 
-from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size,
+from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size, set_cadence,
                             shrink_eval_for_smoke)
 
 SIZES = {
@@ -44,13 +44,7 @@ def get_config(arg=None):
                              parameterization="eps"))
   size = pick_size(args.size, SIZES)
   c = base_config("ddpm", args.dataset)
-  c.batch_size = size["batch_size"]
-  c.total_steps = size["total_steps"]
-  c.log_every = size["log_every"]
-  c.eval_every = size["eval_every"]
-  c.checkpoint_every = size["checkpoint_every"]
-  c.eval.fid_samples = size["fid_samples"]
-  c.eval.fid_reference_count = size["fid_reference"]
+  set_cadence(c, size)
   # A ~2k-step CPU run moves fast until the end: average over ~500 steps, not ~1000.
   c.ema_decay = {"smoke": 0.9, "small": 0.998, "base": 0.999}.get(args.size, 0.9999)
 

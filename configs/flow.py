@@ -23,11 +23,8 @@ def get_config(arg=None):
       common.pick_size(a.size, SIZES))
 
   c = common.base_config("flow", a.dataset)
-  c.batch_size = batch
-  c.total_steps = steps
-  c.log_every = log_every
-  c.eval_every = eval_every
-  c.checkpoint_every = ckpt_every
+  common.set_cadence(c, dict(batch_size=batch, total_steps=steps, log_every=log_every,
+                             eval_every=eval_every, checkpoint_every=ckpt_every))
   # Flows want Adam ~1e-3 with warmup (the first steps move data-initialised
   # ActNorms) and clipping (rare large gradients from the exp() scales).
   c.optim.learning_rate = lr

@@ -10,7 +10,7 @@ EMA (decay 0.999) of the generator for sampling.
 
 from __future__ import annotations
 
-from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size,
+from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size, set_cadence,
                             shrink_eval_for_smoke)
 
 SIZES = {
@@ -33,14 +33,8 @@ def get_config(arg=None):
   a = parse_arg(arg, {**COMMON_ARG_DEFAULTS, "loss": "non_saturating", "conditional": False})
   s = pick_size(a.size, SIZES)
   c = base_config("gan", a.dataset)
-  c.batch_size = s["batch_size"]
-  c.total_steps = s["total_steps"]
-  c.log_every = s["log_every"]
-  c.eval_every = s["eval_every"]
-  c.checkpoint_every = s["checkpoint_every"]
+  set_cadence(c, s)  # small: FID vs the first 1,000 test images
   c.ema_decay = 0.999  # of the generator only (GAN.ema_view)
-  c.eval.fid_samples = s["fid_samples"]
-  c.eval.fid_reference_count = s["fid_reference"]  # small: the first 1,000 test images
 
   c.model.conditional = a.conditional  # label-conditioned G + projection D
   c.model.loss = a.loss  # non_saturating | hinge

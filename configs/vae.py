@@ -21,11 +21,8 @@ def get_config(arg=None):
   channels, latent, batch, steps, lr, log_every, eval_every, ckpt_every = common.pick_size(a.size, SIZES)
 
   c = common.base_config("vae", a.dataset)
-  c.batch_size = batch
-  c.total_steps = steps
-  c.log_every = log_every
-  c.eval_every = eval_every
-  c.checkpoint_every = ckpt_every
+  common.set_cadence(c, dict(batch_size=batch, total_steps=steps, log_every=log_every,
+                             eval_every=eval_every, checkpoint_every=ckpt_every))
   c.optim.learning_rate = lr
   c.optim.schedule = "cosine"
   c.optim.warmup_steps = min(100, steps // 10)
