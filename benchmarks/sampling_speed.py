@@ -72,11 +72,14 @@ class SampleScorer:
     print(f"FID/KID reference: the first {len(self.reference)} {config.dataset} test images")
 
   def score(self, feats) -> str:
-    from genjax.metrics.fid import frechet_distance
+    from genjax.metrics.fid import RunningStats, frechet_distance
     from genjax.metrics.kid import kernel_inception_distance
-    (mu1, s1), (mu2, s2) = [(f.mean(0), np.cov(f, rowvar=False)) for f in
-                            (feats.astype(np.float64), self.reference.astype(np.float64))]
-    fid = frechet_distance(mu1, s1, mu2, s2)
+    moments = []
+    for f in (feats, self.reference):
+      stats = RunningStats(f.shape[1])
+      stats.update(f)
+      moments.extend(stats.mu_sigma())
+    fid = frechet_distance(*moments)
     subset = min(1000, len(feats) // 2, len(self.reference) // 2)
     kid, kid_std = kernel_inception_distance(feats, self.reference, subset_size=subset)
     return f"   FID {fid:7.2f}   KID {kid:.4f} +- {kid_std:.4f}   ({len(feats)} samples)"

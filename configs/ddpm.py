@@ -16,7 +16,7 @@ SIZES = {
     "smoke": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7, 8), num_heads=2,
                   dropout=0.0, norm_groups=8, timesteps=100, sample_steps=10, batch_size=16,
                   total_steps=20, learning_rate=1e-3, warmup_steps=5, log_every=5,
-                  eval_every=10, checkpoint_every=10, fid_samples=0, fid_reference=-1),
+                  eval_every=10, checkpoint_every=10),
     # CPU (2 cores): ~1.2M params, 1.45 steps/s at batch 64 on 2 idle cores, so 2500 steps
     # take ~29 min (measured: 29m43s from launch to the last step). Feature maps 28/14/7 (32/16/8 for 32x32 data),
     # attention at the lowest resolution only; no dropout (a run this short underfits).
