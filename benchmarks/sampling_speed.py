@@ -7,6 +7,8 @@ step) and, optionally, FID/KID of each sampler.
     python benchmarks/sampling_speed.py --size=smoke --num=4  # quick check
     python benchmarks/sampling_speed.py --workdir=W           # EMA weights of any trained run
     python benchmarks/sampling_speed.py --workdir=W --num=100 --fid_samples=500
+    python benchmarks/sampling_speed.py --workdir=W --samplers=ddim-100,ddim-100@1 --num=100 \
+        --fid_samples=1000      # skip the slow DDPM-1000; eta=1 adds DDPM-like noise
 
 With --workdir the config is read from W/config.json and the EMA parameters from the latest
 orbax checkpoint in W/checkpoints (the layout of genjax.train.loop); any family works (for a
@@ -85,14 +87,30 @@ class SampleScorer:
     return f"   FID {fid:7.2f}   KID {kid:.4f} +- {kid_std:.4f}   ({len(feats)} samples)"
 
 
-def samplers(family, ddim_steps: str):
-  """(name, fn(params, rng, num, labels)) for every sampler worth timing."""
+def parse_sampler(spec: str):
+  """'ddpm' -> ('ddpm', 1000, None); 'ddim-50' -> ('ddim', 50, 0.0); 'ddim-100@1' -> eta 1."""
+  spec, _, eta = spec.strip().partition("@")
+  name, _, steps = spec.partition("-")
+  if name == "ddpm" and not steps and not eta:
+    return "ddpm", 1000, None
+  if name == "ddim" and steps.isdigit():
+    return "ddim", int(steps), float(eta or 0.0)
+  raise SystemExit(f"bad sampler {spec!r}: use ddpm, ddim-STEPS or ddim-STEPS@ETA")
+
+
+def samplers(family, specs: str):
+  """(name, fn(params, rng, num, labels)) for every sampler in `specs` (see --samplers)."""
   if family.config.family != "ddpm":
     return [(f"{family.config.family} sample", family.sample)]
-  out = [("DDPM-1000", lambda p, r, n, y: family.sample_with(p, r, n, y, sampler="ddpm"))]
-  for steps in ddim_steps.split(","):
-    out.append((f"DDIM-{steps}", lambda p, r, n, y, s=int(steps): family.sample_with(
-        p, r, n, y, sampler="ddim", steps=s, eta=0.0)))
+  out = []
+  for spec in specs.split(","):
+    kind, steps, eta = parse_sampler(spec)
+    if kind == "ddpm":
+      out.append(("DDPM-1000", lambda p, r, n, y: family.sample_with(p, r, n, y, sampler="ddpm")))
+    else:
+      name = f"DDIM-{steps}" + (f" eta={eta:g}" if eta else "")
+      out.append((name, lambda p, r, n, y, s=steps, e=eta: family.sample_with(
+          p, r, n, y, sampler="ddim", steps=s, eta=e)))
   return out
 
 
@@ -101,7 +119,9 @@ def main():
   parser.add_argument("--size", default="small", help="configs/ddpm.py size (without --workdir)")
   parser.add_argument("--workdir", default="", help="a training workdir to take config + EMA from")
   parser.add_argument("--num", type=int, default=8, help="images per sampling call (one batch)")
-  parser.add_argument("--ddim_steps", default="10,20,50,100")
+  parser.add_argument("--samplers", default="ddpm,ddim-10,ddim-20,ddim-50,ddim-100",
+                      help="diffusion samplers: ddpm (ancestral, all 1000 steps), ddim-STEPS, "
+                           "ddim-STEPS@ETA (eta > 0 adds DDPM-like noise)")
   parser.add_argument("--repeats", type=int, default=1, help="timed calls per sampler at least")
   parser.add_argument("--fid_samples", type=int, default=0,
                       help="FID/KID of this many samples per sampler (needs --workdir)")
@@ -137,7 +157,7 @@ def main():
   scorer = SampleScorer(config, args.fid_reference) if args.fid_samples else None
   calls = max(args.repeats, -(-args.fid_samples // args.num))
   per_image = {}
-  for name, sample in samplers(family, args.ddim_steps):
+  for name, sample in samplers(family, args.samplers):
     fn = jax.jit(lambda p, r, sample=sample: sample(p, r, args.num, labels))
     compiled = fn.lower(params, jax.random.PRNGKey(0)).compile()
     seconds, feats = 0.0, []
@@ -152,7 +172,7 @@ def main():
     if scorer:
       line += scorer.score(np.concatenate(feats)[:args.fid_samples])
     print(line, flush=True)
-  if "DDIM-50" in per_image:
+  if "DDIM-50" in per_image and "DDPM-1000" in per_image:
     ratio = per_image["DDPM-1000"] / per_image["DDIM-50"]
     print(f"DDPM-1000 / DDIM-50 time ratio: {ratio:.1f}x")
 

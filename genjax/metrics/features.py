@@ -28,6 +28,19 @@ from genjax.metrics.inception import FEATURE_DIM, FIDInceptionV3
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
+# XLA:CPU routes dot products (here: every 1x1 convolution, which XLA rewrites as a dot, and
+# the resize matmuls) through YNNPACK's kernels instead of Eigen's when this is set. Measured
+# on 2 cores at batch 16: 19.6 -> 27.5 images/s, features within 1.3e-5 of the Eigen path.
+# Applied per executable (jit's `compiler_options`), so nothing else genjax compiles changes.
+# The spatial (3x3, 1x7, ...) convolutions stay on Eigen: rewriting them as sums of dots
+# was measured slower (16.6 images/s). Accelerators ignore CPU options.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+def _compiler_options(devices):
+  return CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
+
+
 def default_batch_size() -> int:
   """16 per CPU device (smaller batches stay in cache; measured faster than 32/64 on CPU),
   64 per accelerator."""
@@ -70,12 +83,14 @@ class InceptionFeatures:
     def network(p, x):
       return self.model.apply({"params": p}, x).astype(jnp.float32)
 
+    options = _compiler_options(devices)
     self._network = jax.jit(network, in_shardings=(replicated, self._data),
-                            out_shardings=self._data)
+                            out_shardings=self._data, compiler_options=options)
     # uint8 -> network input on the device; one small compile per (input size, mode).
     self._preprocess = {
         mode: jax.jit(lambda x, mode=mode: preprocess.to_network_input(x, mode, jnp),
-                      in_shardings=self._data, out_shardings=self._data)
+                      in_shardings=self._data, out_shardings=self._data,
+                      compiler_options=options)
         for mode in preprocess.MODES}
 
   def _pad(self, x):
