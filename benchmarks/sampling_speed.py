@@ -114,6 +114,14 @@ def samplers(family, specs: str):
   return out
 
 
+def save_grid(directory: str, sampler: str, images) -> None:
+  from genjax.train.image_grid import make_grid, save_png
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, sampler.replace(" ", "_").replace("=", "") + ".png")
+  save_png(path, make_grid(images))
+  print(f"    grid: {path}")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--size", default="small", help="configs/ddpm.py size (without --workdir)")
@@ -125,6 +133,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=1, help="timed calls per sampler at least")
   parser.add_argument("--fid_samples", type=int, default=0,
                       help="FID/KID of this many samples per sampler (needs --workdir)")
+  parser.add_argument("--grid_dir", default="",
+                      help="save the first 64 images of each sampler as <grid_dir>/<sampler>.png")
   parser.add_argument("--fid_reference", type=int, default=1000,
                       help="the first N test images are the FID/KID reference")
   args = parser.parse_args()
@@ -160,11 +170,13 @@ def main():
   for name, sample in samplers(family, args.samplers):
     fn = jax.jit(lambda p, r, sample=sample: sample(p, r, args.num, labels))
     compiled = fn.lower(params, jax.random.PRNGKey(0)).compile()
-    seconds, feats = 0.0, []
+    seconds, feats, first = 0.0, [], []
     for i in range(calls):
       start = time.perf_counter()
       images = jax.block_until_ready(compiled(params, jax.random.PRNGKey(i)))
       seconds += time.perf_counter() - start
+      if args.grid_dir and sum(map(len, first)) < 64:
+        first.append(np.asarray(images))
       if scorer:
         feats.append(scorer.features(np.asarray(images), "default"))
     per_image[name] = seconds / (calls * args.num)
@@ -172,6 +184,8 @@ def main():
     if scorer:
       line += scorer.score(np.concatenate(feats)[:args.fid_samples])
     print(line, flush=True)
+    if args.grid_dir:
+      save_grid(args.grid_dir, name, np.concatenate(first)[:64])
   if "DDIM-50" in per_image and "DDPM-1000" in per_image:
     ratio = per_image["DDPM-1000"] / per_image["DDIM-50"]
     print(f"DDPM-1000 / DDIM-50 time ratio: {ratio:.1f}x")
