@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import os
 from pathlib import Path
 from typing import Iterator
@@ -38,7 +39,20 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_
 
 
 def _compiler_options(devices):
-  return CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
+  if devices[0].platform != "cpu":
+    return None
+  return CPU_COMPILER_OPTIONS if _cpu_accepts_options() else None
+
+
+@functools.cache
+def _cpu_accepts_options() -> bool:
+  """False on an XLA that does not know the option (another jax version): plain Eigen then."""
+  try:
+    probe = jax.jit(lambda x: x @ x, compiler_options=CPU_COMPILER_OPTIONS)
+    probe.lower(np.ones((2, 2), np.float32)).compile()
+    return True
+  except Exception:  # noqa: BLE001 -- any refusal means "not supported here"
+    return False
 
 
 def default_batch_size() -> int:
