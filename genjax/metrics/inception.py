@@ -115,8 +115,19 @@ def conv_specs() -> dict[str, ConvSpec]:
 
 
 def max_pool(x, window, stride, pad=0):
-  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                               (1, stride, stride, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  """Max over the window's window*window strided slices: the same numbers as reduce_window
+  (max is exact), but XLA:CPU fuses the slices into one loop, where its reduce_window took
+  30 ms of a 624 ms batch for the first stem pool alone (whole network: +6% images/s)."""
+  if pad:
+    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+  _, h, w, _ = x.shape
+  oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+  out = None
+  for i in range(window):
+    for j in range(window):
+      part = x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+      out = part if out is None else jnp.maximum(out, part)
+  return out
 
 
 def avg_pool_valid(x):
