@@ -116,8 +116,9 @@ def conv_specs() -> dict[str, ConvSpec]:
 
 def _window_slices(x, window, stride):
   """The window*window strided slices whose elementwise max/sum is a pool over `x` (VALID).
-  XLA:CPU fuses such slices into one loop; its reduce_window was measured several times slower
-  (30 ms of a 624 ms batch for the first stem max pool alone)."""
+  XLA:CPU fuses such slices into one loop. Its reduce_window took 30 ms of a 624 ms batch of 16
+  for the first stem max pool alone; the slice form made the whole network ~6% faster for the
+  max pools and ~5% more for the average pools (measured on 2 CPU cores)."""
   _, h, w, _ = x.shape
   oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
   return [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
