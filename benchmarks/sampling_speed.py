@@ -71,17 +71,20 @@ class SampleScorer:
       if have >= count:
         break
     self.reference = self.features(np.concatenate(images)[:count], "default")
+    self.reference_moments = self._moments(self.reference)  # once, not per sampler
     print(f"FID/KID reference: the first {len(self.reference)} {config.dataset} test images")
 
+  @staticmethod
+  def _moments(feats):
+    from genjax.metrics.fid import RunningStats
+    stats = RunningStats(feats.shape[1])
+    stats.update(feats)
+    return stats.mu_sigma()
+
   def score(self, feats) -> str:
-    from genjax.metrics.fid import RunningStats, frechet_distance
+    from genjax.metrics.fid import frechet_distance
     from genjax.metrics.kid import kernel_inception_distance
-    moments = []
-    for f in (feats, self.reference):
-      stats = RunningStats(f.shape[1])
-      stats.update(f)
-      moments.extend(stats.mu_sigma())
-    fid = frechet_distance(*moments)
+    fid = frechet_distance(*self._moments(feats), *self.reference_moments)
     subset = min(1000, len(feats) // 2, len(self.reference) // 2)
     kid, kid_std = kernel_inception_distance(feats, self.reference, subset_size=subset)
     return f"   FID {fid:7.2f}   KID {kid:.4f} +- {kid_std:.4f}   ({len(feats)} samples)"
