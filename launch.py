@@ -2,7 +2,8 @@
 
   python launch.py --config=configs/vae.py:dataset=mnist5k,size=smoke --workdir=/tmp/vae
   python launch.py --config=configs/vae.py --workdir=/tmp/vae --config.optim.learning_rate=1e-3
-  python launch.py --config=configs/vae.py --workdir=/tmp/vae --mode=eval
+  python launch.py --workdir=/tmp/vae --mode=eval          # rebuilt from /tmp/vae/config.json
+  python launch.py --workdir=/tmp/t2i --mode=sample --prompt "a red sneaker on the left" --guidance=3
   python launch.py --config=configs/vae.py:size=smoke --workdir=/tmp/sweep --mode=sweep
 
 Training resumes from --workdir automatically. Errors a user can fix are
@@ -19,11 +20,14 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:key=value,...]", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where config.json, metrics.jsonl, samples/ and checkpoints/ go.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "sweep"], "What to run.")
-flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to draw.")
+flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to draw (per prompt with --prompt).")
+flags.DEFINE_multi_string("prompt", [], "--mode=sample: a caption to draw images of (repeatable).")
+flags.DEFINE_string("prompts_file", None, "--mode=sample: a text file with one prompt per line.")
+flags.DEFINE_float("guidance", None, "--mode=sample: classifier-free guidance scale (default: the run's).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                   "Call jax.distributed.initialize() (multi-host TPU pods / multi-process GPU). "
                   "auto: when the environment says this is one of several processes.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 
@@ -50,8 +54,12 @@ def main(argv):
   from genjax.errors import UserError
   compilation_cache.enable()
   try:
+    if FLAGS.config is not None and FLAGS.mode in ("eval", "sample"):
+      print(f"genjax: --mode={FLAGS.mode} rebuilds the run from {FLAGS.workdir}/config.json; "
+            f"--config is not used", flush=True)
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
-              config_path=FLAGS["config"].config_filename)
+              config_path=FLAGS["config"].config_filename or "", prompts=FLAGS.prompt,
+              prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance)
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -44,16 +44,16 @@ from genjax.families import DataSpec, build_family  # noqa: E402
 
 def restore_ema_params(workdir: str):
   """EMA parameters of the latest checkpoint in `workdir`, as a plain pytree."""
-  import orbax.checkpoint as ocp
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "data"))
-  step = manager.latest_step()
+  from genjax.train.checkpoint import Checkpointer
+  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), keep=10**6,
+                              create=False)
+  step = checkpointer.latest_step()
   if step is None:
-    raise SystemExit(f"no checkpoint in {directory}")
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  print(f"restored EMA parameters of step {step} from {directory}")
-  return restored["state"]["ema_params"]
+    raise SystemExit(f"no checkpoint in {checkpointer.directory}")
+  params = checkpointer.restore_ema_params(step)
+  checkpointer.close()
+  print(f"restored EMA parameters of step {step} from {checkpointer.directory}")
+  return params
 
 
 class SampleScorer:
@@ -160,9 +160,10 @@ def main():
     params = restore_ema_params(args.workdir)
   else:
     batch = {"image": jnp.zeros((1, *spec.image_shape), jnp.uint8),
-             "label": jnp.zeros((1,), jnp.int32)}
+             "cond": {"label": jnp.zeros((1,), jnp.int32)}}
     params = family.ema_view(jax.jit(family.init)(jax.random.PRNGKey(0), batch)[0])
-  labels = jnp.arange(args.num, dtype=jnp.int32) % spec.num_classes if family.conditional else None
+  labels = ({"label": jnp.arange(args.num, dtype=jnp.int32) % spec.num_classes}
+            if family.conditional else None)
   n_params = sum(x.size for x in jax.tree.leaves(params))
   print(f"{config.family}: {n_params / 1e6:.2f}M sampling params, images {spec.image_shape}, "
         f"batch {args.num}, {jax.devices()[0].platform} x{jax.device_count()}")

@@ -64,7 +64,7 @@ def main(_):
   mesh = sharding.make_mesh()
   rng = np.random.default_rng(0)
   local = {"image": rng.integers(0, 256, (config.batch_size,) + shape, dtype=np.uint8),
-           "label": rng.integers(0, max(FLAGS.num_classes, 1), config.batch_size).astype(np.int32)}
+           "cond": {"label": rng.integers(0, max(FLAGS.num_classes, 1), config.batch_size).astype(np.int32)}}
   batch = sharding.global_batch(local, mesh)
 
   def init_fn(key, b):
@@ -72,19 +72,19 @@ def main(_):
     return TrainState.create(params, opt_state, family.ema_view(params), key)
 
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0), batch)
-  collection = steps.averages(steps.train_metric_names(family, state, batch))
+  collection = steps.averages(steps.train_metric_names(family, state, batch, {}))
   step = steps.make_train_step(family, config.ema_decay, collection, mesh)
   acc = collection.empty()
 
   t = time.perf_counter()
-  compiled = step.lower(state, acc, batch).compile()
+  compiled = step.lower(state, acc, batch, {}).compile()
   compile_s = time.perf_counter() - t
   flops = _flops(compiled)
-  state, acc = step(state, acc, batch)  # warm-up
+  state, acc = step(state, acc, batch, {})  # warm-up
   jax.block_until_ready(state)
   t = time.perf_counter()
   for _ in range(FLAGS.steps):
-    state, acc = step(state, acc, batch)
+    state, acc = step(state, acc, batch, {})
   jax.block_until_ready(state)
   step_s = (time.perf_counter() - t) / FLAGS.steps
 

@@ -109,6 +109,15 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.eval.fid_reference_count = -1  # first N images of the eval split as the reference; -1: all
   c.eval.fid_mode = "default"  # default (pytorch-fid) | tf1 | clean
 
+  # Captions -> token ids in every batch (cond["tokens"], cond["token_mask"]); "" = none.
+  c.text = ml_collections.ConfigDict()
+  c.text.tokenizer = ""  # "" | minilm (MiniLM's WordPiece vocabulary, genjax.data.tokenizer)
+  c.text.max_length = 32  # tokens per caption incl. [CLS]/[SEP]; longer captions are truncated
+
+  # Frozen stages (genjax.train.stages): name -> "pretrained:NAME" or a trained run's workdir.
+  # A config whose model needs a stage defines its key here, e.g. stages.text_encoder.
+  c.stages = ml_collections.ConfigDict()
+
   c.model = ml_collections.ConfigDict()
   c.model.conditional = False
   return c

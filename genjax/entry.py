@@ -1,56 +1,78 @@
-"""What `launch.py --mode=...` runs: train, eval, sample or sweep."""
+"""What `launch.py --mode=...` runs: train, eval, sample or sweep, all through
+genjax.train.run.Run (eval and sample rebuild the run from WORKDIR/config.json)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
+from typing import Optional, Sequence
 
 import jax
 import ml_collections
+import numpy as np
 
-from genjax.errors import CheckpointError, ConfigError
+from genjax.errors import ConfigError
 from genjax.train import loop, sweep
-from genjax.train.checkpoint import Checkpointer
-from genjax.train.metric_writer import MetricWriter
+from genjax.train.image_grid import make_grid, save_png
+from genjax.train.run import PROMPT_STREAM, Run
 
 
-def _restore_latest(config, workdir):
-  run = loop.build_run(config, workdir)
-  state = loop.init_state(run)
-  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"), keep=config.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise CheckpointError(f"no checkpoint in {checkpointer.directory}; train first "
-                          f"(python launch.py --config=... --workdir={workdir})")
-  state, _ = checkpointer.restore(step, state)
-  checkpointer.close()
-  return run, state, step
-
-
-def evaluate(config, workdir) -> dict:
+def evaluate(workdir) -> dict:
   """Evaluates the latest checkpoint; writes eval_<step>.json and sample grids."""
-  run, state, step = _restore_latest(config, workdir)
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-  results = loop.Evaluator(run, state)(state, step, writer)
-  writer.close()
+  return loop.evaluate_latest(Run.from_workdir(workdir))
+
+
+def _slug(text: str, limit: int = 40) -> str:
+  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
+
+
+def read_prompts(prompts: Sequence[str], prompts_file: Optional[str]) -> list[str]:
+  out = [p for p in prompts or []]
+  if prompts_file:
+    if not os.path.isfile(prompts_file):
+      raise ConfigError(f"--prompts_file {prompts_file} does not exist")
+    with open(prompts_file, encoding="utf-8") as f:
+      out += [line.strip() for line in f if line.strip()]
+  return out
+
+
+def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file: Optional[str] = None,
+           guidance: Optional[float] = None, out_dir: Optional[str] = None) -> str:
+  """Draws samples from the latest checkpoint into WORKDIR/samples_<step>/ (or out_dir): a grid
+  and one PNG per image. With prompts, `num_samples` images per prompt (one grid row each);
+  otherwise `num_samples` images under the eval split's first conditions (for a text model,
+  the captions of the first test images, written to captions.txt)."""
+  run = Run.from_workdir(workdir)
+  prompts = read_prompts(prompts, prompts_file)
+  state, step = run.restore_latest()
+  options = {} if guidance is None else {"guidance_scale": float(guidance)}
+  if options and not hasattr(run.family, "sample_with"):
+    raise ConfigError(f"--guidance needs a family with guided sampling; {run.config.family} has none")
+  if prompts:
+    captions = [p for p in prompts for _ in range(num_samples)]
+    cond = run.prompt_conditions(captions)
+    columns = num_samples
+  else:
+    cond, columns = run.conditions(num_samples), None
+    captions = list(run.host_captions(num_samples)) if run.tokenizer is not None else []
+  rng = jax.random.fold_in(jax.random.fold_in(run.base_rng, PROMPT_STREAM), step)
+  images = np.asarray(run.sample(state, len(captions) or num_samples, cond, rng, **options))
+  out_dir = out_dir or os.path.join(workdir, f"samples_{step}")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-      json.dump({"step": step, **results}, f, indent=2)
-    print(json.dumps({"step": step, **results}, indent=2))
-  return results
-
-
-def sample(config, workdir, num_samples: int) -> str:
-  run, state, step = _restore_latest(config, workdir)
-  sample_fn = loop.steps.make_sample_fn(run.family, run.mesh)
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000 + step)
-  images = sample_fn(state.ema_params, rng, run.sample_labels(num_samples), num_samples)
-  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
-  path = writer.write_images(step, "final_samples", images)
-  writer.close()
-  print(f"genjax: {num_samples} samples from step {step} -> {path}")
-  return path
+    os.makedirs(out_dir, exist_ok=True)
+    save_png(os.path.join(out_dir, "grid.png"), make_grid(images, columns))
+    for i, image in enumerate(images):
+      name = f"{i:04d}" + (f"_{_slug(captions[i])}" if captions else "")
+      save_png(os.path.join(out_dir, name + ".png"), make_grid(image[None], 1, pad=0))
+    if captions:
+      with open(os.path.join(out_dir, "captions.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(f"{i:04d}\t{c}" for i, c in enumerate(captions)) + "\n")
+    what = f"{len(prompts)} prompt(s) x {num_samples}" if prompts else str(num_samples)
+    g = f", guidance {guidance}" if guidance is not None else ""
+    print(f"genjax: {what} samples from step {step}{g} -> {out_dir}/grid.png (+ one PNG per image)")
+  return out_dir
 
 
 def run_sweep(config, workdir, config_path: str) -> None:
@@ -68,14 +90,17 @@ def run_sweep(config, workdir, config_path: str) -> None:
     loop.train_and_evaluate(sweep.apply_overrides(config, overrides), os.path.join(workdir, f"{i:03d}"))
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str, *, num_samples: int = 64,
-        config_path: str = "") -> None:
+def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *, num_samples: int = 64,
+        config_path: str = "", prompts: Sequence[str] = (), prompts_file: Optional[str] = None,
+        guidance: Optional[float] = None) -> None:
+  if mode in ("train", "sweep") and config is None:
+    raise ConfigError(f"--mode={mode} needs --config=configs/<family>.py[:args]")
   if mode == "train":
     loop.train_and_evaluate(config, workdir)
   elif mode == "eval":
-    evaluate(config, workdir)
+    evaluate(workdir)
   elif mode == "sample":
-    sample(config, workdir, num_samples)
+    sample(workdir, num_samples, prompts, prompts_file, guidance)
   elif mode == "sweep":
     run_sweep(config, workdir, config_path.split(":")[0])
   else:

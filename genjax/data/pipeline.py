@@ -76,7 +76,8 @@ class _ShuffledBatchIndices:
 
 
 class TrainIterator:
-  """Infinite iterator of {"image": uint8[B,H,W,C], "label": int32[B]} batches.
+  """Infinite iterator of {"image": uint8[B,H,W,C], "label": int32[B], ...} batches (the dict
+  `reader.read` returns: captioned datasets add "caption" and their integer features).
 
   `get_state()` is a JSON-serialisable dict, identical on every process at the
   same step; `set_state(state)` on a fresh iterator with the same arguments
@@ -94,8 +95,7 @@ class TrainIterator:
     self._it = iter(ds.to_iter_dataset(_read_options(num_threads, reader)))
 
   def _read(self, indices):
-    images, labels = self.reader.read(indices)
-    return {"image": images, "label": labels}
+    return self.reader.read(indices)
 
   def __iter__(self):
     return self
@@ -141,7 +141,7 @@ def train_iterator(name: str, *, batch_size: int, seed: int, data_dir: str | Non
 
 
 class EvalBatches:
-  """Finite iterator of {"image", "label", "mask": float32[B]} batches; len() = batches.
+  """Finite iterator of {"image", "label", ..., "mask": float32[B]} batches; len() = batches.
 
   Process p reads its contiguous share of the split in order; the last batch is
   padded with zeros (mask 0). Every process yields the same number of batches,
@@ -162,13 +162,13 @@ class EvalBatches:
   def _make_batch(self, k):
     lo = min(self._start + k * self._batch, self._stop)
     hi = min(lo + self._batch, self._stop)
-    images, labels = self._reader.read(np.arange(lo, hi))
+    batch = self._reader.read(np.arange(lo, hi))
     pad = self._batch - (hi - lo)
     mask = np.concatenate([np.ones(hi - lo, np.float32), np.zeros(pad, np.float32)])
-    if pad:
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.uint8)])
-      labels = np.concatenate([labels, np.zeros(pad, np.int32)])
-    return {"image": images, "label": labels, "mask": mask}
+    if pad:  # Zeros, and "" for captions (object arrays).
+      batch = {k: np.concatenate([v, np.full((pad,) + v.shape[1:], "" if v.dtype == object else 0,
+                                              v.dtype)]) for k, v in batch.items()}
+    return {**batch, "mask": mask}
 
   def __len__(self):
     return self._len

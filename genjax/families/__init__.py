@@ -7,7 +7,7 @@ dependencies are only paid for when it is used.
 import importlib
 
 from genjax.errors import ConfigError
-from genjax.families.base import DataSpec, Family
+from genjax.families.base import DataSpec, Family, StageInfo, TextSpec
 
 FAMILIES = {
     "vae": "genjax.families.vae:VAE",
@@ -24,5 +24,5 @@ def get_family_class(name: str) -> type[Family]:
   return getattr(importlib.import_module(module), cls)
 
 
-def build_family(config, data: DataSpec) -> Family:
-  return get_family_class(config.family)(config, data)
+def build_family(config, data: DataSpec, stages=None) -> Family:
+  return get_family_class(config.family)(config, data, stages)

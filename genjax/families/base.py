@@ -10,10 +10,23 @@ can shard, checkpoint and restore it. All methods below are traced inside
 `jax.jit` by the loop: no Python side effects, no host syncs.
 
 Data convention: batches reach the family as
-    {"image": uint8[B, H, W, C], "label": int32[B]}
+    {"image": uint8[B, H, W, C], "cond": {...}}
+where `cond` is the condition pytree of the batch (see `DataSpec.cond_keys`):
+    "label":       int32[B]          class id (0 when the dataset has no labels)
+    "tokens":      int32[B, L]       caption token ids (when `config.text.tokenizer` is set)
+    "token_mask":  bool[B, L]        True on real tokens, False on padding
 and, for evaluation only, a float32 `"mask"` [B] that is 0 for padding
 examples (so the last partial batch is counted exactly, never dropped).
 Families convert uint8 to whatever range they model (see genjax.nn.images).
+`sample` receives a condition pytree of the same form with leading size `num`
+(drawn by the loop from the eval split), or None when there are no conditions.
+
+Frozen stages. A family may depend on earlier trained runs or pretrained weights
+(`config.stages`, see genjax.train.stages). The loop restores them once, places
+them on the mesh and passes their parameters as `frozen` (a dict: stage name ->
+params, empty when there are none) to every method below; they are never
+trained, EMA'd or saved in checkpoints. What each stage *is* (its config) is
+given to the constructor as `stages`.
 
 Sampling convention: `sample` returns float32 images in [0, 1], [N, H, W, C].
 """
@@ -28,8 +41,21 @@ import jax
 import ml_collections
 
 PyTree = Any
-Batch = Mapping[str, jax.Array]
+Batch = Mapping[str, Any]
+Cond = Optional[Mapping[str, jax.Array]]
+Frozen = Mapping[str, PyTree]
 Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSpec:
+  """Caption tokens in the batch: ids in [0, vocab_size), padded to max_length.
+  `null_ids`/`null_mask` encode the empty caption (the classifier-free guidance null)."""
+
+  vocab_size: int
+  max_length: int
+  null_ids: tuple[int, ...]
+  null_mask: tuple[bool, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +64,27 @@ class DataSpec:
 
   image_shape: tuple[int, int, int]  # (H, W, C)
   num_classes: int  # 0 when the dataset has no labels
+  text: Optional[TextSpec] = None  # set when batches carry caption tokens
+
+  @property
+  def cond_keys(self) -> tuple[str, ...]:
+    return ("label",) + (("tokens", "token_mask") if self.text else ())
+
+
+@dataclasses.dataclass(frozen=True)
+class StageInfo:
+  """What a frozen stage is: its source ("pretrained:NAME" or a workdir) and, for a
+  workdir, the source run's own resolved config (None for pretrained weights)."""
+
+  name: str
+  source: str
+  config: Optional[ml_collections.ConfigDict] = None
 
 
 class Family(abc.ABC):
   """Base class of every model family.
 
-  Subclasses are constructed once per run as `Family(config, data_spec)` and
+  Subclasses are constructed once per run as `Family(config, data, stages)` and
   must be cheap to construct (no arrays, no compilation).
 
   State split:
@@ -53,19 +94,26 @@ class Family(abc.ABC):
   that EMA view to `sample` and `eval_metrics`.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, data: DataSpec):
+  def __init__(self, config: ml_collections.ConfigDict, data: DataSpec,
+               stages: Optional[Mapping[str, StageInfo]] = None):
     self.config = config
     self.data = data
+    self.stages = dict(stages or {})
+
+  def required_stages(self) -> tuple[str, ...]:
+    """Names of the frozen stages this configuration needs in `config.stages`."""
+    return ()
 
   # ---- training -----------------------------------------------------------------
   @abc.abstractmethod
-  def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
+  def init(self, rng: jax.Array, batch: Batch, frozen: Frozen = None) -> tuple[PyTree, PyTree]:
     """Returns (params, opt_state). `batch` is a real training batch, so
     data-dependent initialisation (e.g. a flow's actnorm) is possible."""
 
   @abc.abstractmethod
   def train_step(self, params: PyTree, opt_state: PyTree, batch: Batch,
-                 rng: jax.Array, step: jax.Array) -> tuple[PyTree, PyTree, Metrics]:
+                 rng: jax.Array, step: jax.Array,
+                 frozen: Frozen = None) -> tuple[PyTree, PyTree, Metrics]:
     """One optimisation step. Returns (new_params, new_opt_state, metrics).
 
     May run several optimizers (a GAN's generator and discriminator updates).
@@ -79,21 +127,23 @@ class Family(abc.ABC):
 
   # ---- evaluation -----------------------------------------------------------------
   @abc.abstractmethod
-  def sample(self, ema_params: PyTree, rng: jax.Array, num: int,
-             labels: Optional[jax.Array]) -> jax.Array:
-    """Draws `num` images, float32 in [0, 1]. `labels` is int32[num] for
-    class-conditional models, else None. `num` is static."""
+  def sample(self, ema_params: PyTree, rng: jax.Array, num: int, cond: Cond,
+             frozen: Frozen = None) -> jax.Array:
+    """Draws `num` images, float32 in [0, 1]. `cond` is a condition pytree with
+    leading size `num` (see the module docstring) or None. `num` is static."""
 
-  def eval_metrics(self, ema_params: PyTree, batch: Batch, rng: jax.Array) -> Metrics:
+  def eval_metrics(self, ema_params: PyTree, batch: Batch, rng: jax.Array,
+                   frozen: Frozen = None) -> Metrics:
     """Per-example metrics on a test batch, each shaped [B] (the loop applies
     `batch["mask"]` and averages over the whole split). Default: none."""
-    del ema_params, batch, rng
+    del ema_params, batch, rng, frozen
     return {}
 
-  def eval_images(self, ema_params: PyTree, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
+  def eval_images(self, ema_params: PyTree, batch: Batch, rng: jax.Array,
+                  frozen: Frozen = None) -> dict[str, jax.Array]:
     """Extra image sets logged at eval time, e.g. {"reconstructions": x} as
     float32 [N, H, W, C] in [0, 1]. Default: none."""
-    del ema_params, batch, rng
+    del ema_params, batch, rng, frozen
     return {}
 
   def health_message(self, metrics: Mapping[str, float]) -> Optional[str]:
@@ -107,4 +157,11 @@ class Family(abc.ABC):
   # ---- helpers ----------------------------------------------------------------------
   @property
   def conditional(self) -> bool:
+    """Class-conditional: `model.conditional` on a labelled dataset."""
     return bool(self.config.model.get("conditional", False)) and self.data.num_classes > 0
+
+  def class_labels(self, cond: Cond) -> Optional[jax.Array]:
+    """int32 class ids of `cond` for a class-conditional family, else None."""
+    if not self.conditional or not cond or "label" not in cond:
+      return None
+    return cond["label"].astype("int32")

@@ -26,8 +26,18 @@ Class conditioning / classifier-free guidance. A conditional model embeds labels
 [0, K]; id K is "no label". In training each label is replaced by K with prob `p_uncond`.
 At sampling, with guidance scale w, out = out(x, null) + w (out(x, y) - out(x, null))
 (w = 1: the plain conditional model, w = 0: unconditional); the pair is ONE network call on the
-doubled batch [x, x] with labels [y, null]. Every parameterization is affine in the output
+doubled batch [x, x] with conditions [y, null]. Every parameterization is affine in the output
 with the same x_t term, so guiding eps, v or x_0 is the same thing.
+
+Text conditioning (`model.text_encoder` = "trainable" | "frozen"). The caption tokens of the
+batch (`cond["tokens"]`, `cond["token_mask"]`) are encoded once per network call batch: by a
+transformer trained with the U-Net ("trainable", its params under params["text_encoder"]) or
+by a frozen stage named "text_encoder" (pretrained MiniLM, passed by the loop in `frozen`).
+The U-Net cross-attends to the token outputs with the padding mask applied (output
+projections zero-initialised) and adds the pooled output to its timestep embedding. The
+text null condition is the empty caption: in training each caption is replaced by it with
+prob `p_uncond`, so guidance contrasts the caption with the empty caption. At sampling the
+captions (and the null) are encoded once, outside the denoising loop.
 
 Samplers (both `lax.fori_loop`s, so `sample` jits into one loop):
 * `ddpm_sample`: ancestral sampling over all T steps, x_{t-1} ~ N(mu(x_t, x0_hat), sigma_t^2)
@@ -77,6 +87,8 @@ SCHEDULES = ("linear", "cosine")
 PARAMETERIZATIONS = ("eps", "v", "x0")
 WEIGHTINGS = ("none", "min_snr")
 SAMPLERS = ("ddpm", "ddim")
+TEXT_ENCODERS = ("none", "trainable", "frozen")
+MINILM_SOURCE = "pretrained:minilm"  # the frozen text encoder stage genjax ships
 DDPM_VARIANCES = ("small", "large")
 
 # A model function maps (x_t [B,H,W,C], t int32[B]) to the network's raw output.
@@ -226,13 +238,15 @@ def loss_weight(weighting: str, parameterization: str, snr, gamma: float):
 # Samplers
 # ---------------------------------------------------------------------------------------------
 
-def guided_model_fn(apply: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
-                    labels: jax.Array, null_id: int, guidance_scale: float) -> ModelFn:
-  """Classifier-free guidance as one doubled batch: apply(x, t, labels) is called once on
-  [x, x] with labels [y, null]; returns out_null + w (out_y - out_null)."""
+def guided_model_fn(apply: Callable[[jax.Array, jax.Array, PyTree], jax.Array],
+                    cond: PyTree, null_cond: PyTree, guidance_scale: float) -> ModelFn:
+  """Classifier-free guidance as one doubled batch: apply(x, t, c) is called once on
+  [x, x] with conditions [cond, null_cond] (pytrees with leading axis B, concatenated leaf by
+  leaf); returns out_null + w (out_cond - out_null)."""
+  both_cond = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cond, null_cond)
+
   def model_fn(x, t):
-    both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                 jnp.concatenate([labels, jnp.full_like(labels, null_id)]))
+    both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both_cond)
     cond, uncond = jnp.split(both, 2)
     return uncond + guidance_scale * (cond - uncond)
   return model_fn
@@ -324,8 +338,8 @@ def _discretized_gaussian_log_likelihood(x, mean, log_scale):
 class Diffusion(Family):
   """DDPM/DDIM with a U-Net; see the module docstring. params = the U-Net's flax variables."""
 
-  def __init__(self, config, data: DataSpec):
-    super().__init__(config, data)
+  def __init__(self, config, data: DataSpec, stages=None):
+    super().__init__(config, data, stages)
     m = config.model
     for key, allowed in (("schedule", SCHEDULES), ("parameterization", PARAMETERIZATIONS),
                          ("loss_weighting", WEIGHTINGS), ("sampler", SAMPLERS),
@@ -334,9 +348,16 @@ class Diffusion(Family):
         raise ConfigError(f"unknown model.{key} {m[key]!r}; choose one of: {', '.join(allowed)}")
     if not 0.0 <= m.p_uncond < 1.0:
       raise ConfigError(f"model.p_uncond must be in [0, 1), got {m.p_uncond}")
-    if m.guidance_scale != 1.0 and not self.conditional:
-      raise ConfigError("model.guidance_scale != 1 needs a class-conditional model "
-                        "(model.conditional=True and a labelled dataset)")
+    self.text_mode = m.get("text_encoder", "none")
+    if self.text_mode not in TEXT_ENCODERS:
+      raise ConfigError(f"unknown model.text_encoder {self.text_mode!r}; "
+                        f"choose one of: {', '.join(TEXT_ENCODERS)}")
+    if self.text_mode != "none" and data.text is None:
+      raise ConfigError(f"model.text_encoder={self.text_mode!r} needs caption tokens: set "
+                        f"text.tokenizer (e.g. 'minilm') and use a captioned dataset (e.g. scenes32)")
+    if m.guidance_scale != 1.0 and not (self.conditional or self.text_mode != "none"):
+      raise ConfigError("model.guidance_scale != 1 needs a conditional model (model.conditional=True "
+                        "on a labelled dataset, or a text encoder)")
     self.schedule = Schedule.create(m.schedule, m.timesteps)
     respaced_timesteps(m.timesteps, m.sample_steps)  # validates sample_steps
     h, w, c = data.image_shape
@@ -349,7 +370,65 @@ class Diffusion(Family):
                      attn_resolutions=tuple(m.attn_resolutions), num_heads=m.num_heads,
                      dropout=m.dropout, num_classes=self.num_classes, out_channels=c,
                      max_groups=m.norm_groups)
+    self.text_encoder = self._build_text_encoder()
     self.optimizer = make_optimizer(config.optim, config.total_steps)
+
+  def _build_text_encoder(self):
+    if self.text_mode == "trainable":
+      from genjax.nn.text_encoder import text_encoder_from_preset  # pylint: disable=import-outside-toplevel
+      return text_encoder_from_preset(self.config.model.text_encoder_size, self.data.text.vocab_size,
+                                      self.data.text.max_length)
+    if self.text_mode == "frozen":
+      from genjax.nn.minilm import MiniLM  # pylint: disable=import-outside-toplevel
+      source = self.stages["text_encoder"].source if "text_encoder" in self.stages else ""
+      if source != MINILM_SOURCE:
+        raise ConfigError(f"model.text_encoder='frozen' needs stages.text_encoder={MINILM_SOURCE!r}, "
+                          f"got {source!r}")
+      return MiniLM()
+    return None
+
+  def required_stages(self):
+    return ("text_encoder",) if self.text_mode == "frozen" else ()
+
+  # ---- conditions ------------------------------------------------------------------------------
+  def _unet_params(self, params):
+    return params["unet"] if self.text_mode != "none" else params
+
+  def conditioning(self, params, cond, frozen, drop: Optional[jax.Array] = None) -> dict:
+    """The U-Net's condition inputs for the batch conditions `cond` (None: the null condition
+    for every example of a batch of `drop`'s size is not supported; use null_conditioning).
+    `drop` bool[B] replaces those examples' conditions by the null (condition dropout)."""
+    out = {}
+    if self.num_classes:
+      labels = cond["label"].astype(jnp.int32)
+      out["labels"] = labels if drop is None else jnp.where(drop, null_label(self.num_classes), labels)
+    if self.text_mode != "none":
+      ids, mask = cond["tokens"].astype(jnp.int32), cond["token_mask"].astype(bool)
+      if drop is not None:
+        null_ids, null_mask = self._null_tokens(ids.shape[0])
+        ids = jnp.where(drop[:, None], null_ids, ids)
+        mask = jnp.where(drop[:, None], null_mask, mask)
+      encoder_params = params["text_encoder"] if self.text_mode == "trainable" else frozen["text_encoder"]
+      context, pooled = self.text_encoder.apply(encoder_params, ids, mask)
+      out.update(context=context, context_mask=mask, pooled=pooled)
+    return out
+
+  def _null_tokens(self, n: int):
+    text = self.data.text
+    return (jnp.tile(jnp.asarray(text.null_ids, jnp.int32)[None], (n, 1)),
+            jnp.tile(jnp.asarray(text.null_mask, bool)[None], (n, 1)))
+
+  def null_conditioning(self, params, frozen, n: int) -> dict:
+    cond = {"label": jnp.zeros((n,), jnp.int32)}
+    if self.text_mode != "none":
+      cond["tokens"], cond["token_mask"] = self._null_tokens(n)
+    return self.conditioning(params, cond, frozen, drop=jnp.ones((n,), bool))
+
+  def denoise(self, params, x, t, conditioning: dict, **kwargs):
+    """The U-Net on (x_t, t) under `conditioning` (from `conditioning`/`null_conditioning`)."""
+    c = conditioning
+    return self.unet.apply(self._unet_params(params), x, t, c.get("labels"), c.get("context"),
+                           c.get("context_mask"), c.get("pooled"), **kwargs)
 
   # ---- data <-> model space ----------------------------------------------------------------
   def to_model_space(self, images_uint8: jax.Array) -> jax.Array:
@@ -361,17 +440,24 @@ class Diffusion(Family):
     return x[:, top:top + h, left:left + w, :]
 
   # ---- training ------------------------------------------------------------------------------
-  def init(self, rng, batch):
+  def init(self, rng, batch, frozen=None):
+    unet_rng, text_rng = jax.random.split(rng)
     x = self.to_model_space(batch["image"][:1])
-    labels = jnp.zeros((1,), jnp.int32) if self.num_classes else None
-    params = self.unet.init({"params": rng}, x, jnp.zeros((1,), jnp.int32), labels)
+    first = jax.tree.map(lambda a: a[:1], batch["cond"])
+    params = {}
+    if self.text_mode == "trainable":
+      params["text_encoder"] = self.text_encoder.init(text_rng, first["tokens"], first["token_mask"])
+    c = self.conditioning(params, first, frozen)
+    unet = self.unet.init({"params": unet_rng}, x, jnp.zeros((1,), jnp.int32), c.get("labels"),
+                          c.get("context"), c.get("context_mask"), c.get("pooled"))
+    params = dict(params, unet=unet) if self.text_mode != "none" else unet
     return params, self.optimizer.init(params)
 
-  def _labels_for_training(self, batch, rng):
-    if not self.num_classes:
+  def condition_dropout(self, batch, rng) -> Optional[jax.Array]:
+    """bool[B]: the examples trained on the null condition (prob p_uncond), or None."""
+    if not (self.num_classes or self.text_mode != "none"):
       return None
-    drop = jax.random.bernoulli(rng, self.config.model.p_uncond, batch["label"].shape)
-    return jnp.where(drop, null_label(self.num_classes), batch["label"].astype(jnp.int32))
+    return jax.random.bernoulli(rng, self.config.model.p_uncond, batch["image"].shape[:1])
 
   def diffuse(self, x0, rng, t_min: int = 0):
     """t ~ U{t_min..T-1}, eps ~ N(0, I) and x_t ~ q(x_t | x_0)."""
@@ -390,17 +476,18 @@ class Diffusion(Family):
     return (weight * jnp.mean((out - target) ** 2, axis=(1, 2, 3)),
             jnp.mean((eps_hat - eps) ** 2, axis=(1, 2, 3)))
 
-  def train_step(self, params: PyTree, opt_state: PyTree, batch: Batch, rng, step):
+  def train_step(self, params: PyTree, opt_state: PyTree, batch: Batch, rng, step, frozen=None):
     del step  # the loop has already folded it into rng
-    label_rng, loss_rng = jax.random.split(rng)
+    drop_rng, loss_rng = jax.random.split(rng)
     x0 = self.to_model_space(batch["image"])
-    labels = self._labels_for_training(batch, label_rng)
+    drop = self.condition_dropout(batch, drop_rng)
 
     diffuse_rng, dropout_rng = jax.random.split(loss_rng)
     t, eps, x_t = self.diffuse(x0, diffuse_rng)
 
     def loss_fn(p):
-      out = self.unet.apply(p, x_t, t, labels, train=True, rngs={"dropout": dropout_rng})
+      c = self.conditioning(p, batch["cond"], frozen, drop) if drop is not None else {}
+      out = self.denoise(p, x_t, t, c, train=True, rngs={"dropout": dropout_rng})
       loss, eps_mse = self.simple_loss(out, x0, eps, x_t, t)
       return jnp.mean(loss), jnp.mean(eps_mse)
 
@@ -410,29 +497,32 @@ class Diffusion(Family):
     return params, opt_state, {"loss": loss, "mse_eps": eps_mse, "grad_norm": optax.global_norm(grads)}
 
   # ---- sampling ------------------------------------------------------------------------------
-  def model_fn(self, params, labels: Optional[jax.Array] = None,
-               guidance_scale: Optional[float] = None) -> ModelFn:
+  def model_fn(self, params, cond=None, guidance_scale: Optional[float] = None, frozen=None,
+               num: Optional[int] = None) -> ModelFn:
     """The denoiser (x_t, t) -> raw network output that the samplers call. For a conditional
-    model, `labels` None means unconditional (null class); guidance_scale defaults to the
-    config's, and != 1 evaluates the guided pair as one doubled batch."""
+    model, `cond` None means the null condition (for `num` examples); guidance_scale defaults
+    to the config's, and != 1 evaluates the guided pair as one doubled batch. Conditions
+    (text encodings) are computed here once, not at every denoising step."""
     w = self.config.model.guidance_scale if guidance_scale is None else guidance_scale
-    apply = lambda x, t, y: self.unet.apply(params, x, t, y)
-    if not self.num_classes:
-      return lambda x, t: apply(x, t, None)
-    if labels is None:
-      return lambda x, t: apply(x, t, jnp.full((x.shape[0],), null_label(self.num_classes), jnp.int32))
-    labels = labels.astype(jnp.int32)
+    apply = lambda x, t, c: self.denoise(params, x, t, c)
+    if not (self.num_classes or self.text_mode != "none"):
+      return lambda x, t: apply(x, t, {})
+    if cond is None:
+      null = self.null_conditioning(params, frozen, num)
+      return lambda x, t: apply(x, t, null)
+    c = self.conditioning(params, cond, frozen)
     if w == 1.0:
-      return lambda x, t: apply(x, t, labels)
-    return guided_model_fn(apply, labels, null_label(self.num_classes), w)
+      return lambda x, t: apply(x, t, c)
+    n = jax.tree.leaves(cond)[0].shape[0]
+    return guided_model_fn(apply, c, self.null_conditioning(params, frozen, n), w)
 
-  def sample_with(self, params, rng, num: int, labels=None, *, sampler: Optional[str] = None,
+  def sample_with(self, params, rng, num: int, cond=None, *, sampler: Optional[str] = None,
                   steps: Optional[int] = None, eta: Optional[float] = None,
-                  guidance_scale: Optional[float] = None) -> jax.Array:
+                  guidance_scale: Optional[float] = None, frozen=None) -> jax.Array:
     """`sample` with the config's sampling options overridable. Returns [num, H, W, C] in [0, 1]."""
     m = self.config.model
     sampler = m.sampler if sampler is None else sampler
-    fn = self.model_fn(params, labels, guidance_scale)
+    fn = self.model_fn(params, cond, guidance_scale, frozen, num)
     shape = (num,) + self.model_shape
     if sampler == "ddpm":
       x = ddpm_sample(fn, self.schedule, rng, shape, parameterization=m.parameterization,
@@ -445,19 +535,18 @@ class Diffusion(Family):
       raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     return symmetric_to_unit(self.crop(x))
 
-  def sample(self, ema_params, rng, num, labels):
-    return self.sample_with(ema_params, rng, num, labels)
+  def sample(self, ema_params, rng, num, cond, frozen=None):
+    return self.sample_with(ema_params, rng, num, cond, frozen=frozen)
 
   # ---- evaluation ----------------------------------------------------------------------------
-  def eval_metrics(self, ema_params: PyTree, batch: Batch, rng) -> Metrics:
+  def eval_metrics(self, ema_params: PyTree, batch: Batch, rng, frozen=None) -> Metrics:
     """eval_loss / eval_mse_eps at a random t, and eval_bpd; all network evaluations of a batch
     go through the U-Net as one stacked batch."""
     loss_rng, kl_rng, dec_rng = jax.random.split(rng, 3)
     x0 = self.to_model_space(batch["image"])
     b = x0.shape[0]
-    labels = None
-    if self.num_classes:  # score the conditional model (what guided sampling mostly uses)
-      labels = batch["label"].astype(jnp.int32)
+    # Score the conditional model (what guided sampling mostly uses).
+    c = self.conditioning(ema_params, batch["cond"], frozen) if self.num_classes or self.text_mode != "none" else {}
     t, eps, x_t = self.diffuse(x0, loss_rng)
     xs, ts = [x_t], [t]
     if self.config.model.eval_bpd:
@@ -466,8 +555,8 @@ class Diffusion(Family):
       x_dec = q_sample(self.schedule, x0, t_dec, jax.random.normal(dec_rng, x0.shape))
       xs, ts = xs + [x_kl, x_dec], ts + [t_kl, t_dec]
     reps = len(xs)
-    outs = self.unet.apply(ema_params, jnp.concatenate(xs), jnp.concatenate(ts),
-                           None if labels is None else jnp.tile(labels, reps))
+    outs = self.denoise(ema_params, jnp.concatenate(xs), jnp.concatenate(ts),
+                        jax.tree.map(lambda a: jnp.concatenate([a] * reps), c))
     outs = jnp.split(outs, reps)
     loss, eps_mse = self.simple_loss(outs[0], x0, eps, x_t, t)
     metrics = {"eval_loss": loss, "eval_mse_eps": eps_mse}
@@ -475,7 +564,7 @@ class Diffusion(Family):
       metrics["eval_bpd"] = self.vlb_bits_per_dim(x0, x_kl, t_kl, outs[1], x_dec, outs[2])
     return metrics
 
-  def eval_images(self, ema_params: PyTree, batch: Batch, rng) -> dict[str, jax.Array]:
+  def eval_images(self, ema_params: PyTree, batch: Batch, rng, frozen=None) -> dict[str, jax.Array]:
     """"denoised": one-step denoising of up to 7 test images as a 7-column grid; per row the
     image, then (x_t, x0_hat) at t = T/4, T/2 and 3T/4."""
     m, T = self.config.model, self.schedule.timesteps
@@ -484,9 +573,13 @@ class Diffusion(Family):
     t = jnp.repeat(jnp.asarray(levels, jnp.int32), n)
     x0_rep = jnp.tile(x0, (len(levels), 1, 1, 1))
     x_t = q_sample(self.schedule, x0_rep, t, jax.random.normal(rng, x0_rep.shape))
-    labels = jnp.tile(batch["label"][:n].astype(jnp.int32), len(levels)) if self.num_classes else None
+    c = {}
+    if self.num_classes or self.text_mode != "none":
+      first = jax.tree.map(lambda a: a[:n], batch["cond"])
+      c = jax.tree.map(lambda a: jnp.concatenate([a] * len(levels)),
+                       self.conditioning(ema_params, first, frozen))
     a, s = self.schedule.alpha_sigma(t)
-    x0_hat, _ = prediction_to_x0_eps(m.parameterization, self.unet.apply(ema_params, x_t, t, labels),
+    x0_hat, _ = prediction_to_x0_eps(m.parameterization, self.denoise(ema_params, x_t, t, c),
                                      x_t, a, s, clip=True)
     per_level = lambda x: jnp.split(x, len(levels))
     columns = [x0] + [c for pair in zip(per_level(x_t), per_level(x0_hat)) for c in pair]

@@ -59,8 +59,8 @@ def bits_per_dim(log_p_y, num_dims: int):
 
 class Flow(Family):
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, stages=None):
+    super().__init__(config, data, stages)
     m = config.model
     if m.coupling_scale not in COUPLING_SCALES:
       raise ConfigError(f"unknown model.coupling_scale {m.coupling_scale!r}; "
@@ -82,9 +82,9 @@ class Flow(Family):
     self.num_dims = math.prod(data.image_shape)
 
   def _labels(self, batch):
-    return batch["label"] if self.conditional else None
+    return self.class_labels(batch["cond"])
 
-  def init(self, rng, batch):
+  def init(self, rng, batch, frozen=None):
     init_rng, noise_rng = jax.random.split(rng)
     y = dequantize(batch["image"], noise_rng)
     # Data-dependent init: ActNorm initialisers see this batch's activations.
@@ -97,7 +97,7 @@ class Flow(Family):
     log_p = self.net.apply({"params": params}, y, self._labels(batch), method=MultiScaleFlow.log_prob)
     return bits_per_dim(log_p, self.num_dims)
 
-  def train_step(self, params, opt_state, batch, rng, step):
+  def train_step(self, params, opt_state, batch, rng, step, frozen=None):
     del step  # the learning-rate schedule lives in the optimizer state
 
     def loss_fn(p):
@@ -109,18 +109,17 @@ class Flow(Family):
     metrics = {"loss": loss, "bits_per_dim": loss, "grad_norm": optax.global_norm(grads)}
     return params, opt_state, metrics
 
-  def eval_metrics(self, ema_params, batch, rng):
+  def eval_metrics(self, ema_params, batch, rng, frozen=None):
     """Per-example bits/dim with one dequantization draw each (upper-bound estimate)."""
     return {"bits_per_dim": self._bits_per_dim(ema_params, batch, rng)}
 
-  def sample(self, ema_params, rng, num, labels):
+  def sample(self, ema_params, rng, num, cond, frozen=None):
     shapes = latent_shapes(self.data.image_shape, self.config.model.levels)
     *eps_rngs, label_rng = jax.random.split(rng, len(shapes) + 1)
     temperature = self.config.model.temperature
     eps = [temperature * jax.random.normal(r, (num, *s)) for r, s in zip(eps_rngs, shapes)]
-    if not self.conditional:
-      labels = None
-    elif labels is None:
+    labels = self.class_labels(cond)
+    if self.conditional and labels is None:
       labels = jax.random.randint(label_rng, (num,), 0, self.data.num_classes)
     y = self.net.apply({"params": ema_params}, eps, labels, method=MultiScaleFlow.inverse)
     return jnp.clip(y + 0.5, 0.0, 1.0)

@@ -149,8 +149,8 @@ def collapse_message(metrics: Mapping[str, float], *, min_std: float = 1e-4,
 class GAN(Family):
   """Adversarial training of a DCGAN generator/discriminator pair (see module docstring)."""
 
-  def __init__(self, config, data: DataSpec):
-    super().__init__(config, data)
+  def __init__(self, config, data: DataSpec, stages=None):
+    super().__init__(config, data, stages)
     m = config.model
     if m.loss not in LOSSES:
       raise ConfigError(f"unknown model.loss {m.loss!r}; choose one of {', '.join(LOSSES)}")
@@ -183,7 +183,7 @@ class GAN(Family):
 
   # ---- pieces -------------------------------------------------------------------------
   def _labels(self, batch: Batch) -> Optional[jax.Array]:
-    return batch["label"] if self.conditional else None
+    return self.class_labels(batch["cond"])
 
   def _generate(self, g_params, rng, num, labels):
     z = jax.random.normal(rng, (num, self.latent_dim), jnp.float32)
@@ -193,7 +193,7 @@ class GAN(Family):
     return self.discriminator.apply({"params": d_params}, x, labels)
 
   # ---- training -----------------------------------------------------------------------
-  def init(self, rng, batch):
+  def init(self, rng, batch, frozen=None):
     g_rng, d_rng, z_rng = jax.random.split(rng, 3)
     x = uint8_to_symmetric(batch["image"])
     labels = self._labels(batch)
@@ -260,7 +260,7 @@ class GAN(Family):
     return ({**params, "generator": optax.apply_updates(params["generator"], updates)},
             {**opt_state, "generator": g_opt}, metrics)
 
-  def train_step(self, params, opt_state, batch, rng, step):
+  def train_step(self, params, opt_state, batch, rng, step, frozen=None):
     del step  # per-step randomness arrives already folded into `rng`
     d_rng, g_rng = jax.random.split(rng)
     params, opt_state, d_metrics = self.discriminator_update(
@@ -280,13 +280,12 @@ class GAN(Family):
     return params["generator"]
 
   # ---- evaluation ---------------------------------------------------------------------
-  def sample(self, ema_params, rng, num, labels):
+  def sample(self, ema_params, rng, num, cond, frozen=None):
     """`ema_params` is the (EMA) generator. A conditional model given no labels
     draws them uniformly; an unconditional one ignores labels."""
     label_rng, z_rng = jax.random.split(rng)
-    if not self.conditional:
-      labels = None
-    elif labels is None:
+    labels = self.class_labels(cond)
+    if self.conditional and labels is None:
       labels = jax.random.randint(label_rng, (num,), 0, self.data.num_classes)
     return symmetric_to_unit(self._generate(ema_params, z_rng, num, labels))
 

@@ -70,8 +70,8 @@ class VAENet(nn.Module):
 
 class VAE(Family):
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, stages=None):
+    super().__init__(config, data, stages)
     m = config.model
     if m.beta <= 0:
       raise ConfigError(f"model.beta must be > 0, got {m.beta}")
@@ -85,9 +85,9 @@ class VAE(Family):
     self.optimizer = make_optimizer(config.optim, config.total_steps)
 
   def _labels(self, batch):
-    return batch["label"] if self.conditional else None
+    return self.class_labels(batch["cond"])
 
-  def init(self, rng, batch):
+  def init(self, rng, batch, frozen=None):
     init_rng, z_rng = jax.random.split(rng)
     x = image_ranges.uint8_to_symmetric(batch["image"])
     params = self.net.init(init_rng, x, self._labels(batch), z_rng)["params"]
@@ -105,7 +105,7 @@ class VAE(Family):
   def _dims(self):
     return math.prod(self.data.image_shape)
 
-  def train_step(self, params, opt_state, batch, rng, step):
+  def train_step(self, params, opt_state, batch, rng, step, frozen=None):
     beta = self.config.model.beta
 
     def loss_fn(p):
@@ -126,7 +126,7 @@ class VAE(Family):
     }
     return params, opt_state, metrics
 
-  def eval_metrics(self, ema_params, batch, rng):
+  def eval_metrics(self, ema_params, batch, rng, frozen=None):
     log_px, kl = self._elbo_terms(ema_params, batch, rng)
     nelbo = kl - log_px
     return {
@@ -136,13 +136,13 @@ class VAE(Family):
         "recon_nats": -log_px,
     }
 
-  def sample(self, ema_params, rng, num, labels):
+  def sample(self, ema_params, rng, num, cond, frozen=None):
     z = jax.random.normal(rng, (num, self.config.model.latent_dim))
-    px_mean, _ = self.net.apply({"params": ema_params}, z, labels if self.conditional else None,
+    px_mean, _ = self.net.apply({"params": ema_params}, z, self.class_labels(cond),
                                 method=VAENet.decode)
     return image_ranges.symmetric_to_unit(px_mean)
 
-  def eval_images(self, ema_params, batch, rng):
+  def eval_images(self, ema_params, batch, rng, frozen=None):
     """Originals and their reconstructions (posterior mean), interleaved row by row."""
     n = min(32, batch["image"].shape[0])
     x = image_ranges.uint8_to_symmetric(batch["image"][:n])

@@ -108,8 +108,11 @@ class FIDEvaluator:
     return (f"n={self.num_samples},b={self.batch_size},mode={self.mode},"
             f"w={self.features.weights_sha256[:16]},key={_key_fingerprint(rng)}")
 
-  def evaluate(self, sample_fn: Callable, rng, state_path=None, progress=False) -> dict:
-    """sample_fn(key, n) -> n images ([n,H,W(,C)] float in value_range, or uint8).
+  def evaluate(self, sample_fn: Callable, rng, state_path=None, progress=False,
+               indexed: bool = False) -> dict:
+    """sample_fn(key, n) -> n images ([n,H,W(,C)] float in value_range, or uint8); with
+    `indexed`, sample_fn(key, n, i) also gets the batch index i (e.g. to draw batch i under
+    the conditions of reference images i*n ... i*n + n - 1).
 
     Batch i uses key fold_in(rng, i), so a resumed run draws the same samples. With
     `state_path`, the running sums and the next batch index are saved there every
@@ -128,7 +131,8 @@ class FIDEvaluator:
           start = int(z["next_batch"])
     t0 = time.time()
     for i in range(start, num_batches):
-      images = np.asarray(sample_fn(jax.random.fold_in(rng, i), self.batch_size))
+      key = jax.random.fold_in(rng, i)
+      images = np.asarray(sample_fn(key, self.batch_size, i) if indexed else sample_fn(key, self.batch_size))
       keep = min(self.batch_size, self.num_samples - i * self.batch_size)
       if len(images) < keep:
         raise InputError(f"sample_fn returned {len(images)} images, asked for {self.batch_size}")

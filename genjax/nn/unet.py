@@ -8,9 +8,13 @@
 * `labels` int32[B] class ids in [0, num_classes]; id `num_classes` is the reserved "null"
   class used for classifier-free guidance (`null_label(num_classes)`);
 * `context` float[B, L, D] (optional): tokens that every attention block also cross-attends
-  to, e.g. text-encoder outputs for a latent text-to-image U-Net. The cross-attention
+  to, e.g. text-encoder outputs for a text-to-image U-Net, with `context_mask` bool[B, L]
+  (True on real tokens) so that padding tokens are never attended. The cross-attention
   parameters are created when the module is initialised WITH a context, so a model meant to
   take one must be initialised with one.
+
+* `pooled` float[B, D] (optional): a global condition vector (e.g. a caption's pooled text
+  embedding) projected and added to the timestep embedding, as Imagen does.
 
 Returns float[B, H, W, out_channels]. The final convolution and every residual branch's last
 layer are zero-initialised, so a fresh network is the identity on its skip paths and predicts 0.
@@ -89,12 +93,15 @@ class ResBlock(nn.Module):
     return x + h
 
 
-def _attention(q, k, v, num_heads: int):
-  """Multi-head scaled dot-product attention: q [B, N, C], k/v [B, L, C] -> [B, N, C]."""
+def _attention(q, k, v, num_heads: int, mask: Optional[jax.Array] = None):
+  """Multi-head scaled dot-product attention: q [B, N, C], k/v [B, L, C] -> [B, N, C];
+  `mask` bool[B, L] keeps the keys that are True (at least one per row must be)."""
   b, n, c = q.shape
   split = lambda a: a.reshape(a.shape[0], a.shape[1], num_heads, c // num_heads)
   q, k, v = split(q), split(k), split(v)
   logits = jnp.einsum("bnhd,blhd->bhnl", q, k) / math.sqrt(c // num_heads)
+  if mask is not None:
+    logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
   return jnp.einsum("bhnl,blhd->bnhd", weights, v).reshape(b, n, c)
 
@@ -106,7 +113,8 @@ class AttentionBlock(nn.Module):
   max_groups: int = 32
 
   @nn.compact
-  def __call__(self, x, context: Optional[jax.Array] = None):
+  def __call__(self, x, context: Optional[jax.Array] = None,
+               context_mask: Optional[jax.Array] = None):
     b, hgt, wid, c = x.shape
     if c % self.num_heads:
       raise ValueError(f"attention channels {c} not divisible by num_heads {self.num_heads}")
@@ -119,7 +127,8 @@ class AttentionBlock(nn.Module):
       q = nn.Dense(c, name="cross_q")(h)
       k = nn.Dense(c, name="cross_k")(context)
       v = nn.Dense(c, name="cross_v")(context)
-      h = nn.Dense(c, kernel_init=zero_init, name="cross_proj")(_attention(q, k, v, self.num_heads))
+      h = nn.Dense(c, kernel_init=zero_init, name="cross_proj")(
+          _attention(q, k, v, self.num_heads, context_mask))
       x = x + h.reshape(x.shape)
     return x
 
@@ -153,7 +162,8 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, t, labels: Optional[jax.Array] = None,
-               context: Optional[jax.Array] = None, train: bool = False):
+               context: Optional[jax.Array] = None, context_mask: Optional[jax.Array] = None,
+               pooled: Optional[jax.Array] = None, train: bool = False):
     levels = len(self.ch_mult)
     factor = 2 ** (levels - 1)
     if x.shape[1] % factor or x.shape[2] % factor:
@@ -165,6 +175,8 @@ class UNet(nn.Module):
       if labels is None:
         labels = jnp.full((x.shape[0],), null_label(self.num_classes), jnp.int32)
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed")(labels)
+    if pooled is not None:
+      emb = emb + nn.Dense(emb_dim, name="pooled_proj")(pooled)
 
     res = lambda out_ch: ResBlock(out_ch, self.dropout, self.scale_shift, self.max_groups)
     attn = lambda: AttentionBlock(self.num_heads, self.max_groups)
@@ -175,7 +187,7 @@ class UNet(nn.Module):
       for _ in range(self.num_res_blocks):
         h = res(self.ch * mult)(h, emb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attn()(h, context)
+          h = attn()(h, context, context_mask)
         skips.append(h)
       if level != levels - 1:
         h = Downsample()(h)
@@ -183,14 +195,14 @@ class UNet(nn.Module):
 
     h = res(h.shape[-1])(h, emb, train)
     if h.shape[1] in self.attn_resolutions:
-      h = attn()(h, context)
+      h = attn()(h, context, context_mask)
     h = res(h.shape[-1])(h, emb, train)
 
     for level, mult in reversed(list(enumerate(self.ch_mult))):
       for _ in range(self.num_res_blocks + 1):
         h = res(self.ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
         if h.shape[1] in self.attn_resolutions:
-          h = attn()(h, context)
+          h = attn()(h, context, context_mask)
       if level != 0:
         h = Upsample()(h)
     assert not skips

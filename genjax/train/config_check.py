@@ -33,5 +33,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.ema_decay must be in [0, 1), got {config.ema_decay}")
   if config.optim.learning_rate <= 0:
     raise ConfigError(f"config.optim.learning_rate must be > 0, got {config.optim.learning_rate}")
+  for name, source in (config.get("stages") or {}).items():
+    if not isinstance(source, str) or not source:
+      raise ConfigError(f"config.stages.{name} must be 'pretrained:NAME' or a workdir path, got {source!r}")
+  if config.get("text") and config.text.tokenizer and config.text.max_length < 2:
+    raise ConfigError(f"config.text.max_length must be >= 2 ([CLS] and [SEP]), got {config.text.max_length}")
   if config.eval.grid_size <= 0 or config.eval.batch_size <= 0:
     raise ConfigError("config.eval.grid_size and config.eval.batch_size must be > 0")

@@ -76,17 +76,30 @@ class TrainingFID:
     """True if an evaluation at `step` was interrupted and should be finished."""
     return self._state_path(step).is_file()
 
-  def __call__(self, ema_params, sample_fn, rng, step: int) -> dict:
-    """sample_fn(ema_params, key, labels, n) -> float images in [0, 1]."""
-    def draw(key, n):
-      return sample_fn(ema_params, key, self.run.sample_labels(n), n)
+  def _conditions(self):
+    """Host conditions of the reference images, in order: sample j is drawn under the
+    condition of reference image j (cycled), so a conditional or text-to-image model is
+    scored on the captions/labels of the very images it is compared with."""
+    if not self.run.conditioned:
+      return None
+    count = self.reference_count if self.reference_count > 0 else self.num_samples
+    return self.run.host_conditions(min(count, self.num_samples))
+
+  def __call__(self, state, rng, step: int) -> dict:
+    """FID (and KID) of `num_samples` EMA samples of `state` against the reference."""
+    host_cond = self._conditions()
+    batch_size = self.run.config.eval.batch_size
+
+    def draw(key, n, index):  # batch `index` of the evaluation
+      cond = None if host_cond is None else self.run.conditions(n, index * batch_size, host_cond)
+      return self.run.sample(state, n, cond, key)
 
     use_kid = self.num_samples <= KID_MAX_IMAGES and 0 < self.reference_count <= KID_MAX_IMAGES
     recorder = _RecordingFeatures(self.features, keep=use_kid)
     evaluator = FIDEvaluator(self.reference(), recorder, num_samples=self.num_samples,
                              batch_size=self.run.config.eval.batch_size, mode=self.mode,
                              checkpoint_every=self.checkpoint_every)
-    results = evaluator.evaluate(draw, rng, state_path=self._state_path(step))
+    results = evaluator.evaluate(draw, rng, state_path=self._state_path(step), indexed=True)
     out = {"fid": results["fid"], "fid_num_samples": results["fid_num_samples"]}
     if use_kid:
       sample_feats = recorder.recorded()
@@ -98,7 +111,7 @@ class TrainingFID:
   def _features_of_samples(self, draw, rng) -> np.ndarray:
     batch, feats, drawn, i = self.run.config.eval.batch_size, [], 0, 0
     while drawn < self.num_samples:  # batch i uses fold_in(rng, i), as FIDEvaluator does
-      images = np.asarray(draw(jax.random.fold_in(rng, i), batch))[:self.num_samples - drawn]
+      images = np.asarray(draw(jax.random.fold_in(rng, i), batch, i))[:self.num_samples - drawn]
       feats.append(self.features(images, self.mode))
       drawn, i = drawn + len(images), i + 1
     return np.concatenate(feats)

@@ -8,32 +8,23 @@ family only supplies the methods of `genjax.families.base.Family`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Optional
-
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from genjax import data
 from genjax.errors import NonFiniteLossError, TrainingFailedError
-from genjax.families import DataSpec, build_family
-from genjax.train import sharding, steps
+from genjax.train import steps
 from genjax.train.checkpoint import Checkpointer
-from genjax.train.config_check import validate_config
 from genjax.train.fid_evaluator import TrainingFID
 from genjax.train.metric_writer import MetricWriter
 from genjax.train.preemption import PreemptionWatcher
 from genjax.train.progress import Progress, format_duration
+from genjax.train.run import EVAL_STREAM, FID_STREAM, SAMPLE_STREAM, Run
 from genjax.train.state import TrainState
 
-# fold_in constants separating the run's RNG streams from the per-step ones.
-_INIT_STREAM, _TRAIN_STREAM, _EVAL_STREAM, _SAMPLE_STREAM, _FID_STREAM = 0, 1, 2, 3, 4
 # Consecutive logs on which Family.health_message must report a problem before
 # the run stops (a single log can catch a transient dip).
 HEALTH_PATIENCE = 3
@@ -42,55 +33,6 @@ HEALTH_PATIENCE = 3
 def _say(msg: str) -> None:
   if jax.process_index() == 0:
     print(msg, flush=True)
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything built once per run (no arrays that change during training)."""
-
-  config: ml_collections.ConfigDict
-  workdir: str
-  mesh: jax.sharding.Mesh
-  data_dir: str
-  info: data.DatasetInfo
-  family: object
-  base_rng: jax.Array
-
-  def train_iterator(self):
-    return data.train_iterator(
-        self.config.dataset, batch_size=sharding.per_process_batch_size(self.config.batch_size),
-        seed=self.config.seed, data_dir=self.data_dir)
-
-  def global_batch(self, local_batch):
-    return sharding.global_batch(local_batch, self.mesh)
-
-  def sample_labels(self, num: int) -> Optional[jax.Array]:
-    if not self.family.conditional:
-      return None
-    return jnp.arange(num, dtype=jnp.int32) % self.info.num_classes
-
-
-def build_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  validate_config(config)
-  data_dir = config.data_dir or data.default_data_dir()
-  info = data.prepare(config.dataset, data_dir)
-  family = build_family(config, DataSpec(tuple(info.image_shape), info.num_classes))
-  return Run(config=config, workdir=workdir, mesh=sharding.make_mesh(), data_dir=data_dir,
-             info=info, family=family, base_rng=jax.random.PRNGKey(config.seed))
-
-
-def init_state(run: Run) -> TrainState:
-  """Fresh parameters from the first training batch (the same batch on every
-  (re)start, so data-dependent initialisation is reproducible)."""
-  init_batch = run.global_batch(next(run.train_iterator()))
-
-  def init_fn(rng, batch):
-    params, opt_state = run.family.init(rng, batch)
-    ema = jax.tree.map(jnp.copy, run.family.ema_view(params))
-    return TrainState.create(params, opt_state, ema, jax.random.fold_in(run.base_rng, _TRAIN_STREAM))
-
-  rng = jax.random.fold_in(run.base_rng, _INIT_STREAM)
-  return jax.jit(init_fn, out_shardings=sharding.replicated(run.mesh))(rng, init_batch)
 
 
 def _write_config(config, workdir):
@@ -118,55 +60,63 @@ def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
 
 
 class Evaluator:
-  """Test-split metrics, a sample grid and the family's extra image sets."""
+  """Test-split metrics, a sample grid (under the eval split's first conditions), the
+  family's extra image sets and, when configured, FID/KID."""
 
   def __init__(self, run: Run, state: TrainState):
     self.run = run
     cfg = run.config.eval
-    first = next(self._batches())
+    first = next(run.eval_batches())
     shapes = jax.eval_shape(run.family.eval_metrics, state.ema_params, first,
-                            jax.random.PRNGKey(0))
+                            jax.random.PRNGKey(0), run.frozen)
     self.collection = steps.averages(shapes) if shapes else None
     if self.collection is not None:
       self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh)
-    self.sample_fn = steps.make_sample_fn(run.family, run.mesh)
     self.images_fn = jax.jit(run.family.eval_images)
     self.grid_size = cfg.grid_size
+    self.grid_cond = run.conditions(self.grid_size)
     self.fid = TrainingFID(run) if cfg.fid_samples > 0 else None
     self.last_paths = {}
     # The same noise at every evaluation, so successive grids are comparable.
-    self.sample_rng = jax.random.fold_in(run.base_rng, _SAMPLE_STREAM)
-
-  def _batches(self):
-    cfg = self.run.config.eval
-    local_batch = sharding.per_process_batch_size(cfg.batch_size)
-    for b in data.eval_batches(self.run.config.dataset, batch_size=local_batch, split=cfg.split,
-                               data_dir=self.run.data_dir, num_batches=cfg.num_batches):
-      yield self.run.global_batch(b)
+    self.sample_rng = jax.random.fold_in(run.base_rng, SAMPLE_STREAM)
 
   def __call__(self, state: TrainState, step: int, writer: MetricWriter) -> dict:
     results = {}
-    eval_rng = jax.random.fold_in(self.run.base_rng, _EVAL_STREAM)
+    run = self.run
+    eval_rng = jax.random.fold_in(run.base_rng, EVAL_STREAM)
     first_batch = None
     if self.collection is not None:
       acc = self.collection.empty()
-      for i, batch in enumerate(self._batches()):
+      for i, batch in enumerate(run.eval_batches()):
         first_batch = first_batch if first_batch is not None else batch
-        acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i))
+        acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i), run.frozen)
       results = {f"eval/{k}": float(v) for k, v in acc.compute().items()}
-    samples = self.sample_fn(state.ema_params, self.sample_rng, self.run.sample_labels(self.grid_size),
-                             self.grid_size)
+    samples = run.sample(state, self.grid_size, self.grid_cond, self.sample_rng)
     paths = {"samples": writer.write_images(step, "samples", samples)}
     if first_batch is None:
-      first_batch = next(self._batches())
-    for name, images in self.images_fn(state.ema_params, first_batch, eval_rng).items():
+      first_batch = next(run.eval_batches())
+    for name, images in self.images_fn(state.ema_params, first_batch, eval_rng, run.frozen).items():
       paths[name] = writer.write_images(step, name, images)
     self.last_paths = paths
     if self.fid is not None:
-      fid_rng = jax.random.fold_in(self.run.base_rng, _FID_STREAM)
-      results.update({f"eval/{k}": float(v) for k, v in
-                      self.fid(state.ema_params, self.sample_fn, fid_rng, step).items()})
+      fid_rng = jax.random.fold_in(run.base_rng, FID_STREAM)
+      results.update({f"eval/{k}": float(v) for k, v in self.fid(state, fid_rng, step).items()})
     return results
+
+
+def evaluate_latest(run: Run) -> dict:
+  """Evaluates the run's latest checkpoint; writes WORKDIR/eval_<step>.json and sample grids."""
+  state, step = run.restore_latest()
+  writer = MetricWriter(run.workdir, enabled=jax.process_index() == 0)
+  try:
+    results = Evaluator(run, state)(state, step, writer)
+  finally:
+    writer.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, f"eval_{step}.json"), "w") as f:
+      json.dump({"step": step, **results}, f, indent=2)
+    print(json.dumps({"step": step, **results}, indent=2))
+  return results
 
 
 def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer: MetricWriter) -> None:
@@ -179,28 +129,29 @@ def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config.family` on `config.dataset`, resuming from `workdir` if it
   holds a checkpoint. Returns the final TrainState."""
-  run = build_run(config, workdir)
+  run = Run.create(config, workdir)
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(workdir, exist_ok=True)
     _write_config(config, workdir)
   writer = MetricWriter(workdir, enabled=is_main)
-  checkpointer = Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                              keep=config.keep_checkpoints)
+  checkpointer = run.checkpointer()
   preemption = PreemptionWatcher()
 
-  state = init_state(run)
+  state = run.init_state()
   train_iter = run.train_iterator()
   start = checkpointer.latest_step()
   if start is not None:
-    state, data_state = checkpointer.restore(start, state)
+    state, data_state = run.restore(checkpointer, start, state)
     train_iter.set_state(data_state)
     writer.truncate_after(start)
     _say(f"genjax: resumed from checkpoint step {start} in {checkpointer.directory}")
   start = int(state.step)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  n_frozen = sum(x.size for x in jax.tree.leaves(run.frozen))
+  frozen_note = f" (+{n_frozen:,} frozen in {', '.join(run.stages)})" if run.stages else ""
   _say(f"genjax: {config.family} on {config.dataset} {tuple(run.info.image_shape)}, "
-       f"{n_params:,} params, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+       f"{n_params:,} params{frozen_note}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"global batch {config.batch_size}, steps {start}->{config.total_steps}, workdir {workdir}")
 
   evaluator = Evaluator(run, state)
@@ -208,8 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     _say(f"genjax: finishing the evaluation of step {start} that was interrupted")
     _evaluate_and_log(evaluator, state, start, writer)
 
-  probe_batch = run.global_batch(next(run.train_iterator()))
-  collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch))
+  probe_batch = run.to_model_batch(next(run.train_iterator()))
+  collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch, run.frozen))
   train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
   acc = collection.empty()
   progress = Progress(config.total_steps, config.batch_size, start)
@@ -219,8 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   unhealthy_logs = 0
   try:
     while step < config.total_steps:
-      batch = run.global_batch(next(train_iter))
-      state, acc = train_step(state, acc, batch)  # dispatched asynchronously
+      batch = run.to_model_batch(next(train_iter))
+      state, acc = train_step(state, acc, batch, run.frozen)  # dispatched asynchronously
       step += 1
       last = step == config.total_steps
       if step % config.log_every == 0 or last:
@@ -238,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       preempted = preemption.should_stop(step)
       if step % config.checkpoint_every == 0 or last or preempted:
         _check_finite(state, checkpointer)
-        checkpointer.save(step, state, train_iter.get_state())
+        checkpointer.save(step, state, train_iter.get_state(), run.stage_records)
       if preempted:
         _say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
         break

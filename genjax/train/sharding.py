@@ -37,7 +37,15 @@ def per_process_batch_size(global_batch: int) -> int:
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-  """Assembles each process's slice of the batch into one globally sharded array."""
+  """Assembles each process's slice of a batch pytree into globally sharded arrays."""
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local_batch.items()}
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)),
+                      local_batch)
+
+
+def replicate(tree, mesh: Mesh):
+  """Places a host pytree (identical on every process) on every device of the mesh."""
+  target = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), target, lambda idx, x=x: np.asarray(x)[idx]),
+      tree)

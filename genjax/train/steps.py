@@ -1,7 +1,8 @@
 """The jitted functions of the loop, built once per run around a family.
 
 Everything here runs on device: the train step returns the updated state and
-an updated clu metrics accumulator, so the host only syncs at log time.
+an updated clu metrics accumulator, so the host only syncs at log time. The frozen
+stages' parameters (`frozen`) are a separate argument, replicated and never donated.
 """
 
 from __future__ import annotations
@@ -23,23 +24,25 @@ def averages(names) -> type[clu_metrics.Collection]:
   return clu_metrics.Collection.create(**{n: clu_metrics.Average.from_output(n) for n in sorted(names)})
 
 
-def train_metric_names(family: Family, state: TrainState, batch) -> list[str]:
+def train_metric_names(family: Family, state: TrainState, batch, frozen) -> list[str]:
   """Traces (without running) one family step to learn the names of its metrics."""
-  out = jax.eval_shape(family.train_step, state.params, state.opt_state, batch, state.rng, state.step)
+  out = jax.eval_shape(family.train_step, state.params, state.opt_state, batch, state.rng, state.step,
+                       frozen)
   return sorted(out[2])
 
 
 def make_train_step(family: Family, ema_decay: float, collection, mesh) -> Callable:
-  """(state, accumulator, batch) -> (state, accumulator); donates the old state.
+  """(state, accumulator, batch, frozen) -> (state, accumulator); donates the old state.
 
   A step with non-finite metrics leaves the state untouched; any non-finite
   metric or parameter records the step in `state.nonfinite_step`, so the loop
   names the failing step at its next sync and never checkpoints a bad state.
   """
 
-  def step_fn(state: TrainState, acc, batch):
+  def step_fn(state: TrainState, acc, batch, frozen):
     rng = jax.random.fold_in(state.rng, state.step)
-    params, opt_state, metrics = family.train_step(state.params, state.opt_state, batch, rng, state.step)
+    params, opt_state, metrics = family.train_step(state.params, state.opt_state, batch, rng, state.step,
+                                                   frozen)
     ema = ema_update(state.ema_params, family.ema_view(params), ema_decay_at(state.step, ema_decay))
     # The update is applied only if every metric is finite. A finite loss can
     # still produce inf parameters through a huge update, so parameter
@@ -63,27 +66,31 @@ def make_train_step(family: Family, ema_decay: float, collection, mesh) -> Calla
 
   replicated = sharding.replicated(mesh)
   return jax.jit(step_fn, donate_argnums=(0, 1),
-                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh)),
+                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated),
                  out_shardings=(replicated, replicated))
 
 
 def make_eval_step(family: Family, collection, mesh) -> Callable:
-  """(ema_params, accumulator, batch, rng) -> accumulator of masked per-example metrics."""
+  """(ema_params, accumulator, batch, rng, frozen) -> accumulator of masked per-example metrics."""
 
-  def eval_fn(ema_params, acc, batch, rng):
-    per_example = family.eval_metrics(ema_params, batch, rng)
+  def eval_fn(ema_params, acc, batch, rng, frozen):
+    per_example = family.eval_metrics(ema_params, batch, rng, frozen)
     return acc.merge(collection.single_from_model_output(mask=batch["mask"], **per_example))
 
   replicated = sharding.replicated(mesh)
   return jax.jit(eval_fn, donate_argnums=(1,),
-                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated),
+                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated,
+                               replicated),
                  out_shardings=replicated)
 
 
-def make_sample_fn(family: Family, mesh) -> Callable:
-  """(ema_params, rng, labels_or_None, num) -> images float32 [num, H, W, C] in [0, 1]."""
+def make_sample_fn(family: Family, mesh, **options) -> Callable:
+  """(ema_params, rng, cond_or_None, num, frozen) -> images float32 [num, H, W, C] in [0, 1].
+  `options` (sampler settings such as guidance_scale) go to the family's `sample_with`."""
 
-  def sample_fn(ema_params, rng, labels, num):
-    return family.sample(ema_params, rng, num, labels)
+  def sample_fn(ema_params, rng, cond, num, frozen):
+    if options:
+      return family.sample_with(ema_params, rng, num, cond, frozen=frozen, **options)
+    return family.sample(ema_params, rng, num, cond, frozen)
 
   return jax.jit(sample_fn, static_argnums=(3,), out_shardings=sharding.replicated(mesh))

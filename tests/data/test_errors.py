@@ -54,7 +54,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 
 def test_known_datasets_info_without_building(empty_dir):
-  assert set(data.KNOWN_DATASETS) == {"mnist5k", "fashion_mnist"}
+  assert set(data.KNOWN_DATASETS) == {"mnist5k", "fashion_mnist", "scenes", "scenes32"}
   info = data.dataset_info("fashion_mnist", empty_dir)
   assert info == data.DatasetInfo("fashion_mnist", (28, 28, 1), 10, {"train": 60000, "test": 10000})
   assert not os.listdir(empty_dir)

@@ -27,7 +27,8 @@ def test_build_and_read(tmp_path_factory):
   # The local builder, never tfds' catalogue one (which would download).
   assert sorted(os.listdir(data_dir)) == [".genjax_fashion_mnist.genjax-lock", "genjax_fashion_mnist"]
   test = catalog.open_split("fashion_mnist", "test", data_dir, cache=True)
-  images, labels = test.read(np.arange(len(test)))
+  batch = test.read(np.arange(len(test)))
+  images, labels = batch["image"], batch["label"]
   want_images, want_labels = offline_sources.load_fashion_mnist("test")
   got = sorted(zip((im.tobytes() for im in images), labels.tolist()))
   want = sorted(zip((im.tobytes() for im in want_images), want_labels.tolist()))

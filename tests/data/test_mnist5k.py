@@ -29,7 +29,8 @@ def splits(data_dir):
   out = {}
   for split in ("train", "test"):
     reader = catalog.open_split("mnist5k", split, data_dir)
-    out[split] = reader.read(np.arange(len(reader)))
+    batch = reader.read(np.arange(len(reader)))
+    out[split] = batch["image"], batch["label"]
   return out
 
 
@@ -106,7 +107,8 @@ def test_prepare_again_is_quick(data_dir):
 
 def test_tfds_decoding_equals_cache(data_dir, splits):
   reader = catalog.open_split("mnist5k", "test", data_dir, cache=False)
-  images, labels = reader.read([5, 0, 999])
+  batch = reader.read([5, 0, 999])
+  images, labels = batch["image"], batch["label"]
   assert np.array_equal(images, splits["test"][0][[5, 0, 999]])
   assert np.array_equal(labels, splits["test"][1][[5, 0, 999]])
 

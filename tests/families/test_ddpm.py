@@ -28,7 +28,7 @@ def smoke(**model_overrides):
 def random_batch(n, seed=0):
   rs = np.random.RandomState(seed)
   return {"image": jnp.asarray(rs.randint(0, 256, (n, 28, 28, 1)), jnp.uint8),
-          "label": jnp.asarray(rs.randint(0, 10, (n,)), jnp.int32)}
+          "cond": {"label": jnp.asarray(rs.randint(0, 10, (n,)), jnp.int32)}}
 
 
 def jiggle(params, scale=0.05, seed=0):
@@ -242,7 +242,7 @@ def test_guidance_is_one_doubled_batch():
     return x * (1.0 + y[:, None, None, None].astype(jnp.float32)) + t[:, None, None, None]
 
   x, t, y = jnp.ones((3, 2, 2, 1)), jnp.array([5, 6, 7]), jnp.array([0, 1, 2])
-  got = D.guided_model_fn(apply, y, null_id=10, guidance_scale=2.5)(x, t)
+  got = D.guided_model_fn(apply, y, jnp.full_like(y, 10), guidance_scale=2.5)(x, t)
   assert calls == [6]
   cond, uncond = apply(x, t, y), apply(x, t, jnp.full_like(y, 10))
   np.testing.assert_allclose(got, uncond + 2.5 * (cond - uncond), rtol=1e-6)
@@ -262,7 +262,7 @@ def trained(cond_family):
   """4 jitted steps of the conditional smoke model on labels 0..7 with p_uncond = 0:
   (params_before, params_after, metrics, batch)."""
   batch = random_batch(16)
-  batch["label"] = batch["label"] % 8
+  batch["cond"]["label"] = batch["cond"]["label"] % 8
   params, opt_state = jax.jit(cond_family.init)(jax.random.PRNGKey(0), batch)
   step = jax.jit(cond_family.train_step)
   new, metrics = params, []
@@ -290,7 +290,7 @@ def test_train_step_and_gradient_flow(trained):
   table_after = after["params"]["label_embed"]["embedding"]
   moved = np.any(np.asarray(table_before) != np.asarray(table_after), axis=1)
   # Rows of labels in the batch train; unused labels 8, 9 and the null class 10 (p_uncond = 0) don't.
-  np.testing.assert_array_equal(moved, np.isin(np.arange(11), np.asarray(batch["label"])))
+  np.testing.assert_array_equal(moved, np.isin(np.arange(11), np.asarray(batch["cond"]["label"])))
   rest = lambda p: {k: v for k, v in p["params"].items() if k != "label_embed"}
   changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), rest(before), rest(after))
   assert all(jax.tree.leaves(changed))  # every other parameter receives gradient
@@ -298,11 +298,14 @@ def test_train_step_and_gradient_flow(trained):
 
 def test_label_dropout():
   family = build_family(smoke(conditional=True, p_uncond=0.3), DATA)
-  batch = {"label": jnp.arange(10000, dtype=jnp.int32) % 10}
-  labels = family._labels_for_training(batch, jax.random.PRNGKey(0))
+  batch = {"image": jnp.zeros((10000, 1, 1, 1), jnp.uint8),
+           "cond": {"label": jnp.arange(10000, dtype=jnp.int32) % 10}}
+  drop = family.condition_dropout(batch, jax.random.PRNGKey(0))
+  labels = family.conditioning({}, batch["cond"], None, drop)["labels"]
   dropped = np.asarray(labels == null_label(10))
+  np.testing.assert_array_equal(dropped, np.asarray(drop))
   assert abs(dropped.mean() - 0.3) < 0.02
-  np.testing.assert_array_equal(np.asarray(labels)[~dropped], np.asarray(batch["label"])[~dropped])
+  np.testing.assert_array_equal(np.asarray(labels)[~dropped], np.asarray(batch["cond"]["label"])[~dropped])
 
 
 def test_padding_round_trip(uncond):
@@ -346,7 +349,7 @@ def test_conditional_guidance_matches_separate_calls(trained):
   params = jiggle(trained[1])
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 28, 28, 1))
   t, y = jnp.array([3, 60]), jnp.array([1, 7])
-  guided = jax.jit(lambda p, x, t, y: family.model_fn(p, y)(x, t))(params, x, t, y)
+  guided = jax.jit(lambda p, x, t, y: family.model_fn(p, {"label": y})(x, t))(params, x, t, y)
   apply = jax.jit(family.unet.apply)
   cond, uncond = apply(params, x, t, y), apply(params, x, t, jnp.full((2,), null_label(10)))
   np.testing.assert_allclose(guided, uncond + 3.0 * (cond - uncond), atol=1e-4)

@@ -135,7 +135,7 @@ def _batch(n=8):
   blob = np.exp(-4 * ((grid[None, :, None] - centres[:, 0]) ** 2 + (grid[None, None, :] - centres[:, 1]) ** 2))
   images = 96 + 64 * blob + rng.integers(0, 4, blob.shape)
   return {"image": jnp.asarray(images[..., None], jnp.uint8),
-          "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32), "mask": jnp.ones(n)}
+          "cond": {"label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}, "mask": jnp.ones(n)}
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +220,8 @@ def test_conditional_samples_depend_on_label(smoke):
   params = dict(params, top=dict(params["top"], class_offset={
       "kernel": jax.random.normal(jax.random.PRNGKey(1), offset.shape)}))
   sample = jax.jit(family.sample, static_argnums=2)
-  a = sample(params, jax.random.PRNGKey(1), 2, jnp.array([0, 0]))
-  b = sample(params, jax.random.PRNGKey(1), 2, jnp.array([5, 5]))
+  a = sample(params, jax.random.PRNGKey(1), 2, {"label": jnp.array([0, 0])})
+  b = sample(params, jax.random.PRNGKey(1), 2, {"label": jnp.array([5, 5])})
   assert not np.allclose(a, b)
   assert sample(params, jax.random.PRNGKey(1), 2, None).shape == (2, 28, 28, 1)
 

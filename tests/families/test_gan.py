@@ -33,7 +33,7 @@ def smoke(**model_overrides):
 def random_batch(n, shape=(28, 28, 1), seed=0):
   rs = np.random.RandomState(seed)
   return {"image": jnp.asarray(rs.randint(0, 256, (n, *shape)), jnp.uint8),
-          "label": jnp.asarray(rs.randint(0, 10, (n,)), jnp.int32)}
+          "cond": {"label": jnp.asarray(rs.randint(0, 10, (n,)), jnp.int32)}}
 
 
 def leaves_equal(a, b):
@@ -208,8 +208,8 @@ def test_conditional_variant_shapes_and_label_dependence():
   sample = jax.jit(fam.sample, static_argnums=(2,))
   g = fam.ema_view(params)
   rng = jax.random.PRNGKey(1)
-  a = sample(g, rng, 5, jnp.zeros(5, jnp.int32))
-  b = sample(g, rng, 5, jnp.full(5, 3, jnp.int32))
+  a = sample(g, rng, 5, {"label": jnp.zeros(5, jnp.int32)})
+  b = sample(g, rng, 5, {"label": jnp.full(5, 3, jnp.int32)})
   assert a.shape == (5, 28, 28, 1) and 0 <= float(a.min()) and float(a.max()) <= 1
   assert not np.allclose(a, b)  # same z, different class -> different images
   assert sample(g, rng, 5, None).shape == (5, 28, 28, 1)  # labels drawn when none given
@@ -332,7 +332,7 @@ def test_training_loop_end_to_end(tmp_path, data_dir):
   assert list((tmp_path / "samples").glob("samples_*.png"))
 
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=1)
-  restored, _ = ckpt.restore(n, state)
+  restored, _, _ = ckpt.restore(n, state)
   ckpt.close()
   assert leaves_equal(restored.params, state.params)
   assert leaves_equal(restored.opt_state, state.opt_state)

