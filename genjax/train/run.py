@@ -128,7 +128,7 @@ class Run:
         have += keep
         if have >= num:
           break
-    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def host_conditions(self, num: int) -> Optional[dict]:
     """Conditions of the first `num` eval examples as host arrays: what a model is sampled and

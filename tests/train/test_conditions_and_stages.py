@@ -67,28 +67,38 @@ def test_batches_carry_caption_tokens(captioned, tmp_path):
     Run.create(t2i_config("mnist5k"), str(tmp_path / "no_captions"))
 
 
-def test_text_model_trains_evaluates_scores_fid_and_samples(captioned, tmp_path, monkeypatch):
-  """The condition pytree reaches training, eval metrics, the grid, FID (each sample drawn
-  under the caption of the reference image it is compared with) and prompt sampling."""
+@pytest.fixture(scope="module")
+def trained(captioned, tmp_path_factory):
+  """One t2i smoke run (6 steps, checkpoints at 3 and 6, FID with a tiny feature net), with
+  every `Run.sample` call's caption tokens recorded: (workdir, final state, recorded tokens)."""
   from genjax.train import fid_evaluator
   from tests.metrics.tiny import tiny_features
-  monkeypatch.setattr(fid_evaluator, "InceptionFeatures", lambda: tiny_features(batch_size=8))
-  dataset, rows = captioned
+  dataset, _ = captioned
   config = t2i_config(dataset, **{"eval.fid_samples": 12, "eval.fid_reference_count": 12})
-  seen = []
-  original = Run.sample
+  seen, original = [], Run.sample
 
   def spy(self, state, num, cond=None, rng=None, **options):
     seen.append(None if cond is None else np.asarray(cond["tokens"]))
     return original(self, state, num, cond, rng, **options)
 
-  monkeypatch.setattr(Run, "sample", spy)
-  state = loop.train_and_evaluate(config, str(tmp_path))
-  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  workdir = tmp_path_factory.mktemp("t2i")
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(fid_evaluator, "InceptionFeatures", lambda: tiny_features(batch_size=8))
+    m.setattr(Run, "sample", spy)
+    state = loop.train_and_evaluate(config, str(workdir))
+  return workdir, state, seen, config
+
+
+def test_text_model_trains_evaluates_scores_fid_and_samples(captioned, trained):
+  """The condition pytree reaches training, eval metrics, the grid, FID (each sample drawn
+  under the caption of the reference image it is compared with) and prompt sampling."""
+  _, rows = captioned
+  workdir, state, seen, _ = trained
+  lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   final = [l for l in lines if "eval/fid" in l][-1]
   assert np.isfinite(final["eval/fid"]) and final["eval/fid_num_samples"] == 12
   assert np.isfinite(final["eval/eval_loss"])
-  run = Run.from_workdir(str(tmp_path))
+  run = Run.from_workdir(str(workdir))
   test_captions = [r["text"] for r in rows if r["split"] == "test"]
   # Call 0 draws the grid (eval split's first 8 captions); calls 1-2 the FID batches of 8:
   # samples 0..11 under the captions of reference images 0..11.
@@ -103,13 +113,14 @@ def test_text_model_trains_evaluates_scores_fid_and_samples(captioned, tmp_path,
   assert np.all(np.isfinite(guided)) and not np.allclose(guided, red)
 
 
-def test_text_model_resume_is_bitwise(captioned, tmp_path):
-  dataset, _ = captioned
-  config = t2i_config(dataset, **{"total_steps": 6, "checkpoint_every": 3, "eval_every": 100})
-  straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
-  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+def test_text_model_resume_is_bitwise(trained, tmp_path):
+  """6 steps straight == 3 steps, stop, resume to 6 (the fixture's run, its step-6 checkpoint removed)."""
+  workdir, straight, _, config = trained
+  shutil.copytree(workdir, tmp_path / "resumed")
   shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "6")
+  config = t2i_config(config.dataset)  # no FID this time: the parameters are what is compared
   resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert int(resumed.step) == 6
   assert _leaves_equal(straight.params, resumed.params)
   assert _leaves_equal(straight.ema_params, resumed.ema_params)
   assert _leaves_equal(straight.opt_state, resumed.opt_state)
@@ -180,7 +191,7 @@ def test_workdir_stage_and_missing_stage_errors(data_dir, tmp_path):
     stages.check_required(config, ("text_encoder",))
 
 
-def test_sample_mode_rebuilds_the_run_from_its_workdir(captioned, data_dir, tmp_path):
+def test_sample_mode_rebuilds_the_run_from_its_workdir(trained, data_dir, tmp_path):
   """A run trained with non-default settings samples from --workdir alone (no --config)."""
   workdir = tmp_path / "vae"
   launch(["--config=configs/vae.py:dataset=mnist5k,size=smoke", f"--workdir={workdir}",
@@ -189,15 +200,11 @@ def test_sample_mode_rebuilds_the_run_from_its_workdir(captioned, data_dir, tmp_
   proc = launch([f"--workdir={workdir}", "--mode=sample", "--num_samples=4"], data_dir=data_dir, check=True)
   assert (workdir / "samples_2" / "grid.png").exists() and len(list((workdir / "samples_2").glob("0*.png"))) == 4
   # A text model: one grid row and one PNG per image per prompt, guided.
-  dataset, _ = captioned
-  t2i = tmp_path / "t2i"
-  launch([f"--config=configs/t2i.py:dataset={dataset},size=smoke", f"--workdir={t2i}",
-          "--config.total_steps=2", "--config.eval_every=100", "--config.model.ch=8"],
-         data_dir=data_dir, check=True)
+  t2i = trained[0]
   proc = launch([f"--workdir={t2i}", "--mode=sample", "--num_samples=2", "--guidance=3",
                  "--prompt=a red square on the left", "--prompt=a blue square on the right"],
                 data_dir=data_dir, check=True)
-  out = t2i / "samples_2"
+  out = t2i / "samples_6"
   assert "2 prompt(s) x 2 samples" in proc.stdout, proc.stdout
   assert sorted(p.name for p in out.glob("0*.png"))[0] == "0000_a_red_square_on_the_left.png"
   assert len(list(out.glob("0*.png"))) == 4 and (out / "captions.txt").exists()
