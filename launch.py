@@ -58,7 +58,8 @@ def main(argv):
       print(f"genjax: --mode={FLAGS.mode} rebuilds the run from {FLAGS.workdir}/config.json; "
             f"--config is not used", flush=True)
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
-              config_path=FLAGS["config"].config_filename or "", prompts=FLAGS.prompt,
+              config_path=FLAGS["config"].config_filename if FLAGS.config is not None else "",
+              prompts=FLAGS.prompt,
               prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance)
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)

@@ -276,9 +276,12 @@ def score_reads(read_objects: Sequence[Sequence[dict]],
     per_image["count"].append(count_ok)
     scored["overall"].append(True)
     scored["count"].append(True)
+    # Per attribute, only the len(stated) objects the reader is surest of may be matched: a noise
+    # image read as nine objects must not pass "cell" or "colour" by offering every option.
+    surest = sorted(read, key=lambda r: -r.get("confidence", 1.0))[:len(stated)]
     for attribute in ATTRIBUTES:
       fits = functools.partial(_holds, attribute)
-      per_image[attribute].append(_can_match(stated, read, fits))
+      per_image[attribute].append(_can_match(stated, surest, fits))
       scored[attribute].append(any(_states(attribute, s) for s in stated))
   result = {"num_images": len(attributes_list), "num_scored": {}, "num_correct": {},
             "per_image": {}}
@@ -304,7 +307,8 @@ def compositional_accuracy(reader: CellReader, images, attributes_list) -> dict:
     EVERY stated attribute holds. This checks binding: "a red bag and a blue shoe" is wrong when
     the image shows a blue bag and a red shoe.
   * per attribute (class, colour, size, cell): an image scores 1 when every stated object can be
-    matched to its own read object on THAT attribute alone (extra read objects are allowed):
+    matched to its own read object on THAT attribute alone, among the k read objects of highest
+    occupied probability (k = the number of stated objects; so extra objects never help):
     e.g. colour is right when each stated colour appears on a distinct object, wherever and
     whatever it is. Cell holds when the object's cell (row and column) is as stated. Each
     attribute is averaged over the images whose prompt states it for at least one object (size

@@ -21,6 +21,8 @@ from genjax.errors import CheckpointError
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int, create: bool = True):
+    # create=False opens for reading: nothing is created and, above all, unfinished saves are not
+    # cleaned up (they may be a training process's save in flight).
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=create, cleanup_tmp_directories=create,
         enable_async_checkpointing=True)

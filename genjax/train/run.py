@@ -183,9 +183,11 @@ class Run:
     rng = jax.random.fold_in(self.base_rng, INIT_STREAM)
     return jax.jit(init_fn, out_shardings=sharding.replicated(self.mesh))(rng, init_batch, self.frozen)
 
-  def checkpointer(self) -> Checkpointer:
+  def checkpointer(self, read_only: bool = False) -> Checkpointer:
+    """The run's checkpoints. `read_only` (eval, sample, scripts) never creates folders nor
+    cleans up unfinished saves, so it is safe beside a run that is still training."""
     return Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
-                        keep=self.config.keep_checkpoints)
+                        keep=self.config.keep_checkpoints, create=not read_only)
 
   def restore(self, checkpointer: Checkpointer, step: int, like: TrainState):
     """Restores `step`, refusing a checkpoint trained with other frozen stages.
@@ -195,7 +197,7 @@ class Run:
     return state, data_state
 
   def restore_latest(self) -> tuple[TrainState, int]:
-    checkpointer = self.checkpointer()
+    checkpointer = self.checkpointer(read_only=True)
     try:
       step = checkpointer.latest_step()
       if step is None:

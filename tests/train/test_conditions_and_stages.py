@@ -211,3 +211,16 @@ def test_sample_mode_rebuilds_the_run_from_its_workdir(trained, data_dir, tmp_pa
   bad = launch([f"--workdir={tmp_path / 'vae'}", "--mode=sample", "--prompt=a red square"],
                data_dir=data_dir)
   assert bad.returncode == 2 and "text-conditioned" in bad.stderr, bad.stderr
+
+
+def test_reading_a_run_never_touches_a_save_in_flight(trained):
+  """eval/sample beside a run still training: opening its checkpoints for reading must not
+  clean up the trainer's unfinished (temporary) save."""
+  workdir = trained[0]
+  in_flight = workdir / "checkpoints" / "9.orbax-checkpoint-tmp"
+  (in_flight / "state").mkdir(parents=True)
+  try:
+    _, step = Run.from_workdir(str(workdir)).restore_latest()
+    assert step == 6 and in_flight.is_dir()
+  finally:
+    shutil.rmtree(in_flight)
