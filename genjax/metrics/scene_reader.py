@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genjax.data import scenes
+from genjax.data import offline_sources, scenes
 from genjax.errors import InputError, UserError, WeightsError
 
 __all__ = ["SceneReader", "ReaderNet", "CellReads", "CellReader", "crop_cells", "crop_size",
@@ -567,14 +566,6 @@ def _rebuild_hint(resolution):
   return f"rebuild it with `python -m genjax.metrics.scene_reader train --resolution {resolution}`"
 
 
-def _file_sha256(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 @contextlib.contextmanager
 def _lock(folder, resolution):
   """Serialises training and writing of one reader across processes."""
@@ -597,7 +588,7 @@ def save_reader(reader: SceneReader, path, record: dict | None = None) -> str:
           for keys, v in jax.tree_util.tree_flatten_with_path(reader.params)[0]}
   tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
   np.savez(tmp, **flat)
-  digest = _file_sha256(tmp)
+  digest = offline_sources.sha256_of(tmp)
   meta = {"format": READER_FORMAT, "resolution": reader.resolution, "sha256": digest,
           "scenes_version": _scenes_version(), "settings": reader.settings, **(record or {})}
   tmp_meta = path.with_name(f"{path.stem}.tmp{os.getpid()}.json")
@@ -620,7 +611,7 @@ def _read_saved(path, resolution):
     raise WeightsError(f"cannot read the scene reader sidecar {sidecar}: {e}; {hint}") from None
   if not isinstance(meta, dict) or "sha256" not in meta or "settings" not in meta:
     raise WeightsError(f"scene reader sidecar {sidecar} lacks sha256/settings; {hint}")
-  digest = _file_sha256(path)
+  digest = offline_sources.sha256_of(path)
   if digest != meta["sha256"]:
     raise WeightsError(f"scene reader {path} has sha256 {digest[:16]}..., but {sidecar.name} "
                        f"records {str(meta['sha256'])[:16]}...: the file is corrupt or was "
