@@ -395,9 +395,9 @@ class Diffusion(Family):
     return params["unet"] if self.text_mode != "none" else params
 
   def conditioning(self, params, cond, frozen, drop: Optional[jax.Array] = None) -> dict:
-    """The U-Net's condition inputs for the batch conditions `cond` (None: the null condition
-    for every example of a batch of `drop`'s size is not supported; use null_conditioning).
-    `drop` bool[B] replaces those examples' conditions by the null (condition dropout)."""
+    """The U-Net's condition inputs (labels; text context, its mask and pooled vector) for the
+    batch conditions `cond`; `drop` bool[B] replaces those examples' conditions by the null
+    (condition dropout). For an all-null batch use `null_conditioning`."""
     out = {}
     if self.num_classes:
       labels = cond["label"].astype(jnp.int32)
