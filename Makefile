@@ -50,8 +50,10 @@ demo: setup
 	$(PY) -m genjax.data.prepare mnist5k
 	$(PY) launch.py --config=configs/vae.py:dataset=mnist5k,size=small --workdir=$(DEMO_WORKDIR)
 
+# Two worker processes, one test file each at a time (module fixtures stay in one process):
+# the suite is mostly single-threaded XLA compilation, so 2 cores run it ~2x faster.
 test: setup reference-venv
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n 2 --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/train_step.py --config=configs/vae.py:size=small

@@ -60,6 +60,10 @@ def get_config(arg=None):
     m[key] = size[key]
   m.dropout = 0.0
   m.eta = 0.0
+  # v-prediction: eps-prediction's x0 estimate at the noisiest steps amplifies small errors
+  # (x0 = (x_t - s eps) / a, a -> 0) into the textured, non-black backgrounds its samples had on
+  # these black-background scenes; v-prediction samples are black after 600 steps.
+  m.parameterization = "v"
   m.eval_bpd = False  # scored by FID and compositional accuracy instead
 
   c.text.tokenizer = "minilm"

@@ -369,7 +369,9 @@ class Diffusion(Family):
     self.unet = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                      attn_resolutions=tuple(m.attn_resolutions), num_heads=m.num_heads,
                      dropout=m.dropout, num_classes=self.num_classes, out_channels=c,
-                     max_groups=m.norm_groups)
+                     max_groups=m.norm_groups,
+                     position_embedding=m.get("position_embedding", False),
+                     cross_attn_resolutions=tuple(m.get("cross_attn_resolutions", ())))
     self.text_encoder = self._build_text_encoder()
     self.optimizer = make_optimizer(config.optim, config.total_steps)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import functools
 import os
 from pathlib import Path
 from typing import Iterator
@@ -22,37 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from genjax import compiler_options
 from genjax.errors import InputError
 from genjax.metrics import inception_weights, preprocess
 from genjax.metrics.inception import FEATURE_DIM, FIDInceptionV3
 
 IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-
-
-# XLA:CPU routes dot products (here: every 1x1 convolution, which XLA rewrites as a dot, and
-# the resize matmuls) through YNNPACK's kernels instead of Eigen's when this is set. Measured
-# on 2 cores at batch 16: 19.6 -> 27.5 images/s, features within 1.3e-5 of the Eigen path.
-# Applied per executable (jit's `compiler_options`), so nothing else genjax compiles changes.
-# The spatial (3x3, 1x7, ...) convolutions stay on Eigen: rewriting them as sums of dots
-# was measured slower (16.6 images/s). Accelerators ignore CPU options.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-
-
-def _compiler_options(devices):
-  if devices[0].platform != "cpu":
-    return None
-  return CPU_COMPILER_OPTIONS if _cpu_accepts_options() else None
-
-
-@functools.cache
-def _cpu_accepts_options() -> bool:
-  """False on an XLA that does not know the option (another jax version): plain Eigen then."""
-  try:
-    probe = jax.jit(lambda x: x @ x, compiler_options=CPU_COMPILER_OPTIONS)
-    probe.lower(np.ones((2, 2), np.float32)).compile()
-    return True
-  except Exception:  # noqa: BLE001 -- any refusal means "not supported here"
-    return False
 
 
 def default_batch_size() -> int:
@@ -97,7 +71,7 @@ class InceptionFeatures:
     def network(p, x):
       return self.model.apply({"params": p}, x).astype(jnp.float32)
 
-    options = _compiler_options(devices)
+    options = compiler_options.for_devices(devices)
     self._network = jax.jit(network, in_shardings=(replicated, self._data),
                             out_shardings=self._data, compiler_options=options)
     # uint8 -> network input on the device; one small compile per (input size, mode).

@@ -16,6 +16,11 @@
 * `pooled` float[B, D] (optional): a global condition vector (e.g. a caption's pooled text
   embedding) projected and added to the timestep embedding, as Imagen does.
 
+With `position_embedding=True`, fixed 2-D sinusoids of each pixel's row and column, projected
+by a learned dense layer, are added after the first convolution. A small network then knows
+where every feature sits from the first step, so a caption's "top left" can be tied to places
+by (cross-)attention at once instead of being inferred from border effects of zero padding.
+
 Returns float[B, H, W, out_channels]. The final convolution and every residual branch's last
 layer are zero-initialised, so a fresh network is the identity on its skip paths and predicts 0.
 """
@@ -57,6 +62,22 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
   if dim % 2:
     emb = jnp.pad(emb, ((0, 0), (0, 1)))
   return emb
+
+
+def position_features(height: int, width: int, dim: int) -> jax.Array:
+  """float32[H, W, dim]: sin/cos of the row and of the column at dim // 4 frequencies each
+  (periods from 2 pixels to ~4x the side), zero-padded to dim."""
+  n_freq = max(dim // 4, 1)
+
+  def axis(n):
+    freqs = jnp.pi * jnp.exp2(-jnp.arange(n_freq) * math.log2(2 * n) / max(n_freq - 1, 1))
+    angles = jnp.arange(n, dtype=jnp.float32)[:, None] * freqs[None]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+  rows = jnp.broadcast_to(axis(height)[:, None, :], (height, width, 2 * n_freq))
+  cols = jnp.broadcast_to(axis(width)[None, :, :], (height, width, 2 * n_freq))
+  features = jnp.concatenate([rows, cols], axis=-1)
+  return jnp.pad(features, ((0, 0), (0, 0), (0, max(dim - features.shape[-1], 0))))[..., :dim]
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
@@ -107,10 +128,12 @@ def _attention(q, k, v, num_heads: int, mask: Optional[jax.Array] = None):
 
 
 class AttentionBlock(nn.Module):
-  """Residual self-attention over the H*W positions, then (if `context` is given) residual
-  cross-attention from the positions to the context tokens. Output projections start at 0."""
+  """Residual self-attention over the H*W positions (unless `self_attention` is False), then
+  (if `context` is given) residual cross-attention from the positions to the context tokens.
+  Output projections start at 0."""
   num_heads: int = 1
   max_groups: int = 32
+  self_attention: bool = True
 
   @nn.compact
   def __call__(self, x, context: Optional[jax.Array] = None,
@@ -118,10 +141,11 @@ class AttentionBlock(nn.Module):
     b, hgt, wid, c = x.shape
     if c % self.num_heads:
       raise ValueError(f"attention channels {c} not divisible by num_heads {self.num_heads}")
-    h = group_norm(c, self.max_groups)(x).reshape(b, hgt * wid, c)
-    q, k, v = jnp.split(nn.Dense(3 * c, name="qkv")(h), 3, axis=-1)
-    h = nn.Dense(c, kernel_init=zero_init, name="proj")(_attention(q, k, v, self.num_heads))
-    x = x + h.reshape(x.shape)
+    if self.self_attention:
+      h = group_norm(c, self.max_groups)(x).reshape(b, hgt * wid, c)
+      q, k, v = jnp.split(nn.Dense(3 * c, name="qkv")(h), 3, axis=-1)
+      h = nn.Dense(c, kernel_init=zero_init, name="proj")(_attention(q, k, v, self.num_heads))
+      x = x + h.reshape(x.shape)
     if context is not None:
       h = nn.LayerNorm(name="cross_norm")(x.reshape(b, hgt * wid, c))
       q = nn.Dense(c, name="cross_q")(h)
@@ -148,7 +172,9 @@ class Upsample(nn.Module):
 
 class UNet(nn.Module):
   """See the module docstring. `attn_resolutions` are feature-map side lengths (e.g. (8,)
-  puts attention wherever the map is 8x8, including the middle block if it is 8x8)."""
+  puts attention wherever the map is 8x8, including the middle block if it is 8x8);
+  `cross_attn_resolutions` add cross-attention-only blocks (no self-attention, whose cost grows
+  with the square of the positions) at other sides, used only when a context is given."""
   ch: int = 64
   ch_mult: Sequence[int] = (1, 2, 2)
   num_res_blocks: int = 2
@@ -159,6 +185,8 @@ class UNet(nn.Module):
   out_channels: Optional[int] = None
   scale_shift: bool = True
   max_groups: int = 32
+  position_embedding: bool = False
+  cross_attn_resolutions: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, x, t, labels: Optional[jax.Array] = None,
@@ -179,30 +207,36 @@ class UNet(nn.Module):
       emb = emb + nn.Dense(emb_dim, name="pooled_proj")(pooled)
 
     res = lambda out_ch: ResBlock(out_ch, self.dropout, self.scale_shift, self.max_groups)
-    attn = lambda: AttentionBlock(self.num_heads, self.max_groups)
+    def attend(h):
+      if h.shape[1] in self.attn_resolutions:
+        return AttentionBlock(self.num_heads, self.max_groups)(h, context, context_mask)
+      if context is not None and h.shape[1] in self.cross_attn_resolutions:
+        return AttentionBlock(self.num_heads, self.max_groups, self_attention=False)(
+            h, context, context_mask)
+      return h
 
     h = conv(self.ch)(x)
+    if self.position_embedding:
+      h = h + nn.Dense(self.ch, name="position_proj")(position_features(x.shape[1], x.shape[2],
+                                                                        self.ch))
     skips = [h]
     for level, mult in enumerate(self.ch_mult):
       for _ in range(self.num_res_blocks):
         h = res(self.ch * mult)(h, emb, train)
-        if h.shape[1] in self.attn_resolutions:
-          h = attn()(h, context, context_mask)
+        h = attend(h)
         skips.append(h)
       if level != levels - 1:
         h = Downsample()(h)
         skips.append(h)
 
     h = res(h.shape[-1])(h, emb, train)
-    if h.shape[1] in self.attn_resolutions:
-      h = attn()(h, context, context_mask)
+    h = attend(h)
     h = res(h.shape[-1])(h, emb, train)
 
     for level, mult in reversed(list(enumerate(self.ch_mult))):
       for _ in range(self.num_res_blocks + 1):
         h = res(self.ch * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
-        if h.shape[1] in self.attn_resolutions:
-          h = attn()(h, context, context_mask)
+        h = attend(h)
       if level != 0:
         h = Upsample()(h)
     assert not skips

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from clu import metrics as clu_metrics
 
+from genjax import compiler_options
 from genjax.families.base import Family
 from genjax.train import sharding
 from genjax.train.state import TrainState, ema_decay_at, ema_update
@@ -67,7 +68,7 @@ def make_train_step(family: Family, ema_decay: float, collection, mesh) -> Calla
   replicated = sharding.replicated(mesh)
   return jax.jit(step_fn, donate_argnums=(0, 1),
                  in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated),
-                 out_shardings=(replicated, replicated))
+                 out_shardings=(replicated, replicated), compiler_options=_options(mesh))
 
 
 def make_eval_step(family: Family, collection, mesh) -> Callable:
@@ -81,7 +82,7 @@ def make_eval_step(family: Family, collection, mesh) -> Callable:
   return jax.jit(eval_fn, donate_argnums=(1,),
                  in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated,
                                replicated),
-                 out_shardings=replicated)
+                 out_shardings=replicated, compiler_options=_options(mesh))
 
 
 def make_sample_fn(family: Family, mesh, **options) -> Callable:
@@ -93,4 +94,9 @@ def make_sample_fn(family: Family, mesh, **options) -> Callable:
       return family.sample_with(ema_params, rng, num, cond, frozen=frozen, **options)
     return family.sample(ema_params, rng, num, cond, frozen)
 
-  return jax.jit(sample_fn, static_argnums=(3,), out_shardings=sharding.replicated(mesh))
+  return jax.jit(sample_fn, static_argnums=(3,), out_shardings=sharding.replicated(mesh),
+                 compiler_options=_options(mesh))
+
+
+def _options(mesh):
+  return compiler_options.for_devices(mesh.devices.flat)

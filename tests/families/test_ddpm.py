@@ -401,3 +401,32 @@ def test_unet_context_cross_attention():
   # Initialised without a context, the network has no cross-attention parameters.
   plain = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t)
   assert not any("cross" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(plain))
+
+
+def test_unet_position_embedding_and_cross_attention_only_blocks():
+  from genjax.nn.unet import position_features
+  # Every pixel of a 32x32 map gets a distinct feature vector (brute force over all pairs).
+  f = np.asarray(position_features(32, 32, 24)).reshape(-1, 24)
+  d2 = ((f[:, None] - f[None]) ** 2).sum(-1) + np.eye(len(f)) * 1e9
+  assert d2.min() > 1.0
+  net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), num_heads=2,
+             max_groups=4, position_embedding=True, cross_attn_resolutions=(8,))
+  x, t = jnp.zeros((2, 8, 8, 3)), jnp.array([1, 2])
+  ctx = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 12))
+  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t, context=ctx)
+  blocks = {k: set(v) for k, v in shapes["params"].items() if k.startswith("AttentionBlock")}
+  # 8x8 (1 down, 2 up blocks): cross-attention only (no qkv); 4x4 (1 down, middle, 2 up):
+  # self- and cross-attention.
+  assert sum("qkv" not in v and "cross_q" in v for v in blocks.values()) == 3
+  assert sum("qkv" in v and "cross_q" in v for v in blocks.values()) == 4
+  assert "position_proj" in shapes["params"]
+  rs = np.random.RandomState(0)
+  params = jax.tree.map(lambda s: jnp.asarray(0.2 * rs.randn(*s.shape), jnp.float32), shapes)
+  out = np.asarray(net.apply(params, x, t, context=ctx))
+  # The positions reach the output: zeroing their projection changes it.
+  no_pos = jax.tree.map(lambda a: a, params)
+  no_pos["params"]["position_proj"] = jax.tree.map(jnp.zeros_like, params["params"]["position_proj"])
+  assert not np.allclose(out, np.asarray(net.apply(no_pos, x, t, context=ctx)))
+  # Without a context there are no cross-attention-only blocks at all.
+  plain = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t)
+  assert sum(k.startswith("AttentionBlock") for k in plain["params"]) == 4

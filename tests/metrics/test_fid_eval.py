@@ -103,15 +103,15 @@ def test_features_any_count_and_sharded_over_devices(tmp_path, features):
 def test_cpu_compiler_option_used_and_an_unknown_one_falls_back(monkeypatch, features):
   """On CPU the network is compiled with the YNNPACK-dot option; an XLA that refuses the option
   (another jax version) gets the plain compile and the same features."""
-  from genjax.metrics import features as features_lib
-  assert features_lib._compiler_options(jax.devices()) == features_lib.CPU_COMPILER_OPTIONS
+  from genjax import compiler_options
+  assert compiler_options.for_devices(jax.devices()) == compiler_options.CPU_COMPILER_OPTIONS
   images = np.random.default_rng(4).integers(0, 256, (5, 28, 28, 3), dtype=np.uint8)
   expected = features(images, "default")
-  monkeypatch.setattr(features_lib, "CPU_COMPILER_OPTIONS",
+  monkeypatch.setattr(compiler_options, "CPU_COMPILER_OPTIONS",
                       {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_FUSION_TYPE"})
-  features_lib._cpu_accepts_options.cache_clear()
+  compiler_options.cpu_accepts_options.cache_clear()
   try:
-    assert features_lib._compiler_options(jax.devices()) is None
+    assert compiler_options.for_devices(jax.devices()) is None
     np.testing.assert_allclose(tiny_features()(images, "default"), expected, rtol=1e-4, atol=1e-5)
   finally:
-    features_lib._cpu_accepts_options.cache_clear()
+    compiler_options.cpu_accepts_options.cache_clear()
