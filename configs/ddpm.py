@@ -72,6 +72,7 @@ def get_config(arg=None):
   m.schedule = args.schedule  # linear | cosine
   m.parameterization = args.parameterization  # eps | v | x0
   m.loss_weighting = "none"  # none | min_snr
+  m.timestep_power = 1.0  # training t = floor(T u^power), u ~ U(0, 1): 1 uniform, < 1 noisier
   m.min_snr_gamma = 5.0
   # Class conditioning and classifier-free guidance.
   m.conditional = args.conditional

@@ -464,7 +464,12 @@ class Diffusion(Family):
   def diffuse(self, x0, rng, t_min: int = 0):
     """t ~ U{t_min..T-1}, eps ~ N(0, I) and x_t ~ q(x_t | x_0)."""
     t_rng, noise_rng = jax.random.split(rng)
-    t = jax.random.randint(t_rng, (x0.shape[0],), t_min, self.schedule.timesteps)
+    power = self.config.model.get("timestep_power", 1.0)
+    if power == 1.0:
+      t = jax.random.randint(t_rng, (x0.shape[0],), t_min, self.schedule.timesteps)
+    else:  # t = t_min + floor((T - t_min) u^power): power < 1 draws the noisiest steps more often
+      u = jax.random.uniform(t_rng, (x0.shape[0],))
+      t = t_min + jnp.floor((self.schedule.timesteps - t_min) * u ** power).astype(jnp.int32)
     eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     return t, eps, q_sample(self.schedule, x0, t, eps)
 

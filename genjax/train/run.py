@@ -196,10 +196,11 @@ class Run:
     stages_lib.check_records(records, self.stages, checkpointer.directory)
     return state, data_state
 
-  def restore_latest(self) -> tuple[TrainState, int]:
+  def restore_latest(self, step: Optional[int] = None) -> tuple[TrainState, int]:
+    """(state, step) of the latest checkpoint, or of checkpoint `step` when given."""
     checkpointer = self.checkpointer(read_only=True)
     try:
-      step = checkpointer.latest_step()
+      step = checkpointer.latest_step() if step is None else step
       if step is None:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}; train first "
                               f"(python launch.py --config=... --workdir={self.workdir})")
