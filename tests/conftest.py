@@ -8,6 +8,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The suite is mostly XLA compilation of tiny models: the backend's optimization passes cost more
+# than they save there. Training, benchmarks and experiments keep the default level.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
 # Tests compile the same smoke models many times (in-process and in launch.py
 # subprocesses); XLA's persistent cache turns every repeat into a disk read.
 os.environ.setdefault("GENJAX_COMPILATION_CACHE", os.path.join(REPO, ".cache", "xla"))

@@ -462,7 +462,8 @@ class Diffusion(Family):
     return jax.random.bernoulli(rng, self.config.model.p_uncond, batch["image"].shape[:1])
 
   def diffuse(self, x0, rng, t_min: int = 0):
-    """t ~ U{t_min..T-1}, eps ~ N(0, I) and x_t ~ q(x_t | x_0)."""
+    """t in {t_min..T-1} (uniform, or skewed to high noise by model.timestep_power < 1),
+    eps ~ N(0, I) and x_t ~ q(x_t | x_0)."""
     t_rng, noise_rng = jax.random.split(rng)
     power = self.config.model.get("timestep_power", 1.0)
     if power == 1.0:
