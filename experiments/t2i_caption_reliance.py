@@ -5,7 +5,7 @@ caption, another scene's caption and the empty caption, at fixed noise levels.
 
 For the first --num scenes of the validation split, each timestep t of --timesteps noises the
 scenes once (the same noise for every caption) and reports the EMA denoiser's x0 mean squared
-error with (a) each scene's own caption, (b) the caption of the next scene (shuffled) and (c) the
+error with (a) each scene's own caption, (b) the caption of the previous scene (shuffled) and (c) the
 empty caption (the guidance null), plus gain = 1 - true / null. A model that draws what its
 prompts say must have a clear gain at the high-noise steps, where the layout is decided; a gain
 near 0 there means guidance has nothing to amplify, whatever the sample quality. Cheap (a few
