@@ -85,7 +85,7 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.batch_size = 64  # global batch, split over all devices and hosts
   c.total_steps = 1000
   c.log_every = 50
-  c.eval_every = 500
+  c.eval_every = 500  # 0: never evaluate while training (the last step included)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.ema_decay = 0.999

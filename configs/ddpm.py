@@ -67,6 +67,7 @@ def get_config(arg=None):
   m.norm_groups = size["norm_groups"]  # max GroupNorm groups (gcd with channels is used)
   m.position_embedding = False  # add sinusoidal pixel positions (genjax.nn.unet)
   m.cross_attn_resolutions = ()  # sides with cross-attention only (text models)
+  m.layout_resolutions = ()  # sides with a per-position map of the pooled caption (text models)
   # Diffusion process and objective.
   m.timesteps = size["timesteps"]
   m.schedule = args.schedule  # linear | cosine

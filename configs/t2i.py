@@ -4,8 +4,9 @@
     python launch.py --config=configs/t2i.py:encoder=minilm,size=small --workdir=W2
     python launch.py --mode=sample --workdir=W --prompt "a red sneaker on the left" --guidance=3
 
-The U-Net cross-attends to the caption's token outputs (padding masked) and adds the pooled
-output to its timestep embedding; captions are dropped (replaced by the empty caption) with
+The U-Net cross-attends to the caption's token outputs (padding masked), adds the pooled
+output to its timestep embedding and, through a per-position map, to its 8x8 feature maps (the
+"layout map" that ties words about places to places); captions are dropped (replaced by the empty caption) with
 prob p_uncond, so sampling can use classifier-free guidance as one doubled batch.
 
 Arguments: dataset (a captioned dataset: scenes32, scenes, captioned_folder:PATH), size
@@ -64,6 +65,12 @@ def get_config(arg=None):
   # (x0 = (x_t - s eps) / a, a -> 0) into the textured, non-black backgrounds its samples had on
   # these black-background scenes; v-prediction samples are black after 600 steps.
   m.parameterization = "v"
+  # Training t drawn as T * u^0.5 (more high-noise steps, where the caption decides the layout):
+  # the caption's share of the x0 error at t=700 after 600 steps, 5.9% vs 3.5-5% with uniform t.
+  m.timestep_power = 0.5
+  # A per-position map of the pooled caption at the 8x8 maps (genjax.nn.unet): without it, cell
+  # accuracy stayed at chance (0.11 on validation prompts) after 2,400 steps, colour 0.84.
+  m.layout_resolutions = (8,)
   m.eval_bpd = False  # scored by FID and compositional accuracy instead
 
   c.text.tokenizer = "minilm"

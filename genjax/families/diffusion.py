@@ -371,7 +371,8 @@ class Diffusion(Family):
                      dropout=m.dropout, num_classes=self.num_classes, out_channels=c,
                      max_groups=m.norm_groups,
                      position_embedding=m.get("position_embedding", False),
-                     cross_attn_resolutions=tuple(m.get("cross_attn_resolutions", ())))
+                     cross_attn_resolutions=tuple(m.get("cross_attn_resolutions", ())),
+                     layout_resolutions=tuple(m.get("layout_resolutions", ())))
     self.text_encoder = self._build_text_encoder()
     self.optimizer = make_optimizer(config.optim, config.total_steps)
 

@@ -24,6 +24,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in REQUIRED_INTS:
     if not isinstance(config[key], int) or isinstance(config[key], bool):
       raise ConfigError(f"config.{key} must be an int, got {config[key]!r}")
+    if key == "eval_every" and config[key] == 0:
+      continue  # 0: never evaluate while training (throughput runs, probes)
     if key != "seed" and config[key] <= 0:
       raise ConfigError(f"config.{key} must be > 0, got {config[key]}")
   for key in REQUIRED_STRS:

@@ -193,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if preempted:
         _say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
         break
-      if step % config.eval_every == 0 or last:
+      if config.eval_every and (step % config.eval_every == 0 or last):
         _check_finite(state, checkpointer)
         _evaluate_and_log(evaluator, state, step, writer)
   finally:

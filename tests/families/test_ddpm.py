@@ -446,3 +446,29 @@ def test_training_timesteps_follow_the_power_law(power):
   empirical = np.searchsorted(np.sort(t), k, side="right") / len(t)  # P(t <= k)
   expected = ((k + 1) / T) ** (1.0 / power)
   assert np.max(np.abs(empirical - expected)) < 0.015
+
+
+def test_unet_layout_map_ties_the_pooled_caption_to_places():
+  """`layout_resolutions`: a per-position dense map of the pooled vector is added at those
+  sides (its own weights for every position and channel), and reaches the output."""
+  net = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), max_groups=4,
+             layout_resolutions=(4,))
+  x, t = jnp.zeros((2, 8, 8, 3)), jnp.array([1, 2])
+  pooled = jax.random.normal(jax.random.PRNGKey(0), (2, 6))
+  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t, pooled=pooled)
+  assert set(shapes["params"]["layout_4"]) == {"kernel", "bias"}
+  # D x (side^2 * C): added right after the downsampling to 4x4, which keeps its 8 channels.
+  assert shapes["params"]["layout_4"]["kernel"].shape == (6, 4 * 4 * 8)
+  assert not any(k.startswith("layout_8") for k in shapes["params"])
+  rs = np.random.RandomState(0)
+  params = jax.tree.map(lambda s: jnp.asarray(0.2 * rs.randn(*s.shape), jnp.float32), shapes)
+  # Cut the other path of the pooled vector (into the timestep embedding): it then reaches the
+  # output only through the layout map, and not at all once that map is zeroed too.
+  params["params"]["pooled_proj"] = jax.tree.map(jnp.zeros_like, params["params"]["pooled_proj"])
+  apply = jax.jit(lambda p, v: net.apply(p, x, t, pooled=v))
+  assert not np.allclose(apply(params, pooled), apply(params, 2.0 * pooled))
+  params["params"]["layout_4"] = jax.tree.map(jnp.zeros_like, params["params"]["layout_4"])
+  np.testing.assert_array_equal(apply(params, pooled), apply(params, 2.0 * pooled))
+  # Without a pooled vector there is no layout map.
+  plain = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t)
+  assert "layout_4" not in plain["params"]

@@ -129,7 +129,7 @@ def test_text_model_resume_is_bitwise(trained, tmp_path):
 def _first_loss(dataset, workdir, data_dir, devices):
   env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   proc = launch([f"--config=configs/t2i.py:dataset={dataset},size=smoke", f"--workdir={workdir}",
-                 "--config.total_steps=1", "--config.log_every=1", "--config.eval_every=100"],
+                 "--config.total_steps=1", "--config.log_every=1", "--config.eval_every=0"],
                 data_dir=data_dir, env_extra=env, check=True)
   assert f"{devices} cpu device(s)" in proc.stdout, proc.stdout
   return json.loads(open(os.path.join(workdir, "metrics.jsonl")).readline())["train/loss"]
@@ -147,7 +147,7 @@ def test_frozen_stage_is_passed_but_never_trained_or_saved(captioned, tmp_path, 
   its record is); a changed stage is refused on resume."""
   dataset, _ = captioned
   config = t2i_config(dataset, encoder="minilm", **{"total_steps": 2, "checkpoint_every": 2,
-                                                   "eval_every": 100})
+                                                   "eval_every": 0})
   state = loop.train_and_evaluate(config, str(tmp_path))
   minilm = stages.load_stage("text_encoder", "pretrained:minilm")
   trained = sum(x.size for x in jax.tree.leaves(state.params))
@@ -174,7 +174,7 @@ def test_frozen_stage_is_passed_but_never_trained_or_saved(captioned, tmp_path, 
 
 def test_workdir_stage_and_missing_stage_errors(data_dir, tmp_path):
   from tests.helpers import smoke_config
-  config = smoke_config("vae", {"total_steps": 2, "checkpoint_every": 2, "eval_every": 100},
+  config = smoke_config("vae", {"total_steps": 2, "checkpoint_every": 2, "eval_every": 0},
                         data_dir=data_dir)
   state = loop.train_and_evaluate(config, str(tmp_path / "vae"))
   stage = stages.load_stage("autoencoder", str(tmp_path / "vae"))
@@ -195,7 +195,7 @@ def test_sample_mode_rebuilds_the_run_from_its_workdir(trained, data_dir, tmp_pa
   """A run trained with non-default settings samples from --workdir alone (no --config)."""
   workdir = tmp_path / "vae"
   launch(["--config=configs/vae.py:dataset=mnist5k,size=smoke", f"--workdir={workdir}",
-          "--config.model.latent_dim=5", "--config.total_steps=2", "--config.eval_every=100"],
+          "--config.model.latent_dim=5", "--config.total_steps=2", "--config.eval_every=0"],
          data_dir=data_dir, check=True)
   proc = launch([f"--workdir={workdir}", "--mode=sample", "--num_samples=4"], data_dir=data_dir, check=True)
   assert (workdir / "samples_2" / "grid.png").exists() and len(list((workdir / "samples_2").glob("0*.png"))) == 4
