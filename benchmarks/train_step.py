@@ -57,14 +57,13 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def main(_):
-  config = FLAGS.config
-  shape = tuple(int(s) for s in FLAGS.image_shape.split(","))
-  family = build_family(config, DataSpec(shape, FLAGS.num_classes))
+def measure(config, shape, num_classes: int, num_steps: int) -> dict:
+  """Times the loop's jitted train step of `config` on synthetic batches: a dict of figures."""
+  family = build_family(config, DataSpec(shape, num_classes))
   mesh = sharding.make_mesh()
   rng = np.random.default_rng(0)
   local = {"image": rng.integers(0, 256, (config.batch_size,) + shape, dtype=np.uint8),
-           "cond": {"label": rng.integers(0, max(FLAGS.num_classes, 1), config.batch_size).astype(np.int32)}}
+           "cond": {"label": rng.integers(0, max(num_classes, 1), config.batch_size).astype(np.int32)}}
   batch = sharding.global_batch(local, mesh)
 
   def init_fn(key, b):
@@ -79,21 +78,26 @@ def main(_):
   t = time.perf_counter()
   compiled = step.lower(state, acc, batch, {}).compile()
   compile_s = time.perf_counter() - t
-  flops = _flops(compiled)
   state, acc = step(state, acc, batch, {})  # warm-up
   jax.block_until_ready(state)
   t = time.perf_counter()
-  for _ in range(FLAGS.steps):
+  for _ in range(num_steps):
     state, acc = step(state, acc, batch, {})
   jax.block_until_ready(state)
-  step_s = (time.perf_counter() - t) / FLAGS.steps
+  return {"step_s": (time.perf_counter() - t) / num_steps, "compile_s": compile_s,
+          "flops": _flops(compiled), "params": sum(x.size for x in jax.tree.leaves(state.params))}
 
+
+def main(_):
+  config = FLAGS.config
+  shape = tuple(int(s) for s in FLAGS.image_shape.split(","))
+  result = measure(config, shape, FLAGS.num_classes, FLAGS.steps)
+  step_s, flops = result["step_s"], result["flops"]
   peak = matmul_peak_gflops(FLAGS.matmul_size)
   achieved = flops / step_s / 1e9
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
   print(f"config          {config.family} batch {config.batch_size} image {shape} "
-        f"params {n_params / 1e6:.2f}M devices {jax.device_count()}x{jax.devices()[0].platform}")
-  print(f"compile         {compile_s:.1f} s")
+        f"params {result['params'] / 1e6:.2f}M devices {jax.device_count()}x{jax.devices()[0].platform}")
+  print(f"compile         {result['compile_s']:.1f} s")
   print(f"step time       {step_s * 1e3:.1f} ms   ({FLAGS.steps} steps)")
   print(f"images/s        {config.batch_size / step_s:.1f}")
   print(f"FLOPs/step      {flops / 1e9:.3f} GFLOP (XLA cost analysis)")
