@@ -26,12 +26,15 @@ from genjax.train import sharding, steps
 from genjax.train.state import TrainState
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:key=value,...]")
-flags.DEFINE_string("image_shape", "28,28,1", "H,W,C of the synthetic batches.")
-flags.DEFINE_integer("num_classes", 10, "Label count of the synthetic batches.")
-flags.DEFINE_integer("steps", 20, "Timed steps (after one warm-up step).")
-flags.DEFINE_integer("matmul_size", 2048, "Side of the square fp32 matmul used to measure peak.")
-flags.mark_flags_as_required(["config"])
+
+
+def _define_flags():  # only when run as a script: benchmarks/vs_pytorch.py imports `measure`
+  config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:key=value,...]")
+  flags.DEFINE_string("image_shape", "28,28,1", "H,W,C of the synthetic batches.")
+  flags.DEFINE_integer("num_classes", 10, "Label count of the synthetic batches.")
+  flags.DEFINE_integer("steps", 20, "Timed steps (after one warm-up step).")
+  flags.DEFINE_integer("matmul_size", 2048, "Side of the square fp32 matmul used to measure peak.")
+  flags.mark_flags_as_required(["config"])
 
 
 def _median_time(fn, repeats):
@@ -107,4 +110,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
