@@ -2,12 +2,13 @@
 
     python launch.py --config=configs/t2i.py:dataset=scenes32,size=small --workdir=W
     python launch.py --config=configs/t2i.py:encoder=minilm,size=small --workdir=W2
-    python launch.py --mode=sample --workdir=W --prompt "a red sneaker on the left" --guidance=3
+    python launch.py --mode=sample --workdir=W --prompt "a red sneaker on the left" --guidance=2
 
 The U-Net cross-attends to the caption's token outputs (padding masked), adds the pooled
 output to its timestep embedding and, through a per-position map, to its 8x8 feature maps (the
-"layout map" that ties words about places to places); captions are dropped (replaced by the empty caption) with
-prob p_uncond, so sampling can use classifier-free guidance as one doubled batch.
+"layout map" that ties words about places to places); captions are dropped (replaced by the
+empty caption) with prob p_uncond, so sampling can use classifier-free guidance as one doubled
+batch (scale 2 was chosen on the validation prompts for `size=small`).
 
 Arguments: dataset (a captioned dataset: scenes32, scenes, captioned_folder:PATH), size
 (smoke | small | full), encoder (trainable: a transformer trained with the U-Net, preset
