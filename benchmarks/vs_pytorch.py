@@ -54,7 +54,7 @@ def main(_):
   config = FLAGS.config
   shape = tuple(int(s) for s in FLAGS.image_shape.split(","))
   settings = torch_settings(config, shape, FLAGS.steps)
-  ours = measure(config, shape, 0, FLAGS.steps)
+  ours = measure(config, shape, 0, ("genjax",), rounds=FLAGS.steps, steps_per_round=1)["genjax"]
   ours["matmul_peak_gflops"] = matmul_peak_gflops(2048)
   if not os.path.exists(FLAGS.torch_python):
     raise SystemExit(f"{FLAGS.torch_python} not found: run `make reference-venv` first")

@@ -1,12 +1,17 @@
 """XLA:CPU compiler options genjax compiles its hot executables with.
 
-XLA:CPU routes dot products (dense layers, attention, and every 1x1 convolution, which XLA
-rewrites as a dot) through YNNPACK's kernels instead of Eigen's when
-`xla_cpu_experimental_ynn_fusion_type` is LIBRARY_FUSION_TYPE_DOT. Measured on 2 cores:
-FID Inception features 19.6 -> 27.5 images/s (within 1.3e-5 of the Eigen path); the t2i
-`size=small` diffusion train step 0.86 -> 1.15 steps/s. Applied per executable (jit's
-`compiler_options`), so nothing else changes; accelerators get no options. Spatial (3x3, 1x7,
-...) convolutions stay on Eigen: rewriting them as sums of dots was measured slower (docs/fid.md).
+`xla_cpu_experimental_ynn_fusion_type` routes op kinds through YNNPACK's kernels:
+- DOT: dense layers, attention, and every 1x1 convolution (XLA rewrites them as dots), instead
+  of Eigen. Measured on 2 cores: FID Inception features 19.6 -> 27.5 images/s (within 1.3e-5 of
+  the Eigen path); the t2i `size=small` diffusion train step 0.86 -> 1.15 steps/s.
+- REDUCE: sums and maxima. Without it XLA:CPU splits every long reduction into a
+  reduce-window plus a reduce, emitted as plain loops: a sum of a [64, 28, 28, 96] map over
+  (0, 1, 2) took 20 ms, 1.2 ms with it. GroupNorm statistics, bias gradients and the global
+  norm of the gradients are such sums: the diffusion `small` train step 1226 -> 1091 ms.
+Convolutions (INDIVIDUAL_CONVOLUTION: step 1883 ms) and elementwise fusions (ELTWISE: 1182 ms)
+stayed on Eigen / XLA's own loops: slower or no better (docs/speed.md, benchmarks/train_step.py).
+Applied per executable (jit's `compiler_options`), so nothing else changes; accelerators get
+no options.
 """
 
 import functools
@@ -14,7 +19,8 @@ import functools
 import jax
 import numpy as np
 
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+CPU_COMPILER_OPTIONS = {YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def for_devices(devices) -> dict | None:

@@ -86,7 +86,7 @@ class Evaluator:
     eval_rng = jax.random.fold_in(run.base_rng, EVAL_STREAM)
     first_batch = None
     if self.collection is not None:
-      acc = self.collection.empty()
+      acc = steps.empty_accumulator(self.collection, run.mesh)
       for i, batch in enumerate(run.eval_batches()):
         first_batch = first_batch if first_batch is not None else batch
         acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i), run.frozen)
@@ -162,7 +162,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   probe_batch = run.to_model_batch(next(run.train_iterator()))
   collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch, run.frozen))
   train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
-  acc = collection.empty()
+  acc = steps.empty_accumulator(collection, run.mesh)
   progress = Progress(config.total_steps, config.batch_size, start)
   t_start = time.perf_counter()
 
@@ -177,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.log_every == 0 or last:
         _check_finite(state, checkpointer)
         scalars = {k: float(v) for k, v in acc.compute().items()}
-        acc = collection.empty()
+        acc = steps.empty_accumulator(collection, run.mesh)
         _say(progress.line(step, scalars))
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         problem = run.family.health_message(scalars)
