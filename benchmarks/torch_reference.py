@@ -1,14 +1,20 @@
-"""PyTorch twins of genjax's diffusion U-Net train step, for benchmarks/vs_pytorch.py.
+"""PyTorch twins of genjax's diffusion, VAE and GAN train steps, for benchmarks/vs_pytorch.py.
 
 Runs in the reference venv (`make reference-venv`: torch, CPU build), never imported by genjax.
 
-    .venv-ref/bin/python benchmarks/torch_reference.py --json='{"ch": 32, ...}'
+    .venv-ref/bin/python benchmarks/torch_reference.py --json='{"family": "ddpm", "ch": 32, ...}'
 
-builds the same network as `genjax.nn.unet.UNet` (same layers, widths, GroupNorm groups, zero-
-initialised residual outputs, attention at the same sides), the same objective (eps-prediction MSE
-at uniform integer t under the cosine schedule), the same optimizer (global-norm clip 1.0, Adam)
-and the same EMA update, and times one train step in eager mode and under `torch.compile`, on
-synthetic uint8 batches, plus an fp32 matmul measured in the same process. Prints one JSON line.
+Each twin is the same network as genjax's (same layers, widths, GroupNorm groups, paddings),
+the same objective and optimizer, and the same EMA update:
+- ddpm: `genjax.nn.unet.UNet`, eps-prediction MSE at uniform integer t under the cosine
+  schedule, global-norm clip 1.0 + Adam, EMA of all parameters;
+- vae: `genjax.nn.conv` encoder/decoder, discretized-logistic likelihood + KL per dimension,
+  Adam, EMA of all parameters;
+- gan: `genjax.nn.dcgan` generator (GroupNorm, sub-pixel upsampling) and discriminator, one
+  non-saturating D step on fresh fakes then one G step (gradients of G's parameters only, as
+  genjax takes them), Adam(b1 0.5) each, EMA of the generator.
+Each step is timed in eager mode and with its loss functions under `torch.compile`, on synthetic
+uint8 batches, beside an fp32 matmul measured in the same process. Prints one JSON line.
 """
 
 import argparse
@@ -156,10 +162,19 @@ def cosine_alpha_bar(timesteps, s=0.008):
   return torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
 
 
-def make_step(model, ema, alpha_bar, lr, ema_decay, pad):
-  optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-  params = list(model.parameters())
-  ema_params = list(ema.parameters())
+def make_ddpm(cfg, batch):
+  h, w, c = cfg["image_shape"]
+  factor = 2 ** (len(cfg["ch_mult"]) - 1)
+  ph, pw = -h % factor, -w % factor
+  pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+  make_model = lambda: UNet(cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"],
+                            cfg["attn_resolutions"], cfg["num_heads"], cfg["norm_groups"],
+                            h + ph, c)
+  model, ema = make_model(), make_model()
+  ema.load_state_dict(model.state_dict())
+  alpha_bar = cosine_alpha_bar(cfg["timesteps"])
+  optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"], foreach=True)
+  params, ema_params = list(model.parameters()), list(ema.parameters())
 
   def loss_fn(images_uint8, t, noise):
     x0 = images_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -168,31 +183,241 @@ def make_step(model, ema, alpha_bar, lr, ema_decay, pad):
     s = (1 - alpha_bar[t]).sqrt()[:, None, None, None]
     return F.mse_loss(model(a * x0 + s * noise, t), noise)
 
-  def step(images_uint8, compiled_loss):
-    t = torch.randint(0, len(alpha_bar), (images_uint8.shape[0],))
-    noise = torch.randn((images_uint8.shape[0], model.conv_out.out_channels,
-                         images_uint8.shape[1] + pad[2] + pad[3],
-                         images_uint8.shape[2] + pad[0] + pad[1]))
-    optimizer.zero_grad(set_to_none=True)
-    loss = compiled_loss(images_uint8, t, noise)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-    optimizer.step()
-    with torch.no_grad():
-      torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay)
-    return loss
+  def make(loss):
+    def step(images_uint8):
+      t = torch.randint(0, len(alpha_bar), (images_uint8.shape[0],))
+      noise = torch.randn((images_uint8.shape[0], c, h + ph, w + pw))
+      optimizer.zero_grad(set_to_none=True)
+      value = loss(images_uint8, t, noise)
+      value.backward()
+      torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+      optimizer.step()
+      with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1.0 - cfg["ema_decay"])
+      return value
+    return step
 
-  return step, loss_fn
+  return model, loss_fn, make
+
+
+# ---- VAE (genjax.nn.conv, genjax.families.vae) ----------------------------------------------
+def conv_groups(channels):  # genjax.nn.conv._groups
+  return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 2) \
+      if channels >= 2 else 1
+
+
+def same_pad_stride2(x, kernel):
+  """XLA's SAME padding for a stride-2 convolution (the extra row/column goes after)."""
+  size = x.shape[-1]
+  total = max((-(-size // 2) - 1) * 2 + kernel - size, 0)
+  return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+
+
+class ConvResBlock(nn.Module):
+  def __init__(self, in_ch, ch):
+    super().__init__()
+    self.norm1 = nn.GroupNorm(conv_groups(in_ch), in_ch, eps=1e-6)
+    self.conv1 = nn.Conv2d(in_ch, ch, 3, padding=1)
+    self.norm2 = nn.GroupNorm(conv_groups(ch), ch, eps=1e-6)
+    self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+    self.skip = nn.Conv2d(in_ch, ch, 1) if in_ch != ch else nn.Identity()
+
+  def forward(self, x):
+    h = self.conv1(F.silu(self.norm1(x)))
+    return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class VAENet(nn.Module):
+  def __init__(self, channels, latent_dim, image_shape):
+    super().__init__()
+    h, w, c = image_shape
+    self.low = (h // 2 ** (len(channels) - 1), w // 2 ** (len(channels) - 1))
+    enc, cur = [nn.Conv2d(c, channels[0], 3, padding=1)], channels[0]
+    for i, ch in enumerate(channels):
+      if i > 0:
+        enc.append(nn.Conv2d(cur, ch, 3, stride=2))
+      enc.append(ConvResBlock(ch, ch))
+      cur = ch
+    self.enc = nn.ModuleList(enc)
+    self.enc_norm = nn.GroupNorm(conv_groups(cur), cur, eps=1e-6)
+    self.enc_dense = nn.Sequential(nn.Linear(cur * self.low[0] * self.low[1], 8 * latent_dim),
+                                   nn.SiLU(), nn.Linear(8 * latent_dim, 2 * latent_dim))
+    rev = list(reversed(channels))
+    self.dec_dense = nn.Sequential(nn.Linear(latent_dim, 4 * latent_dim), nn.SiLU(),
+                                   nn.Linear(4 * latent_dim, self.low[0] * self.low[1] * rev[0]))
+    dec, cur = [], rev[0]
+    for i, ch in enumerate(rev):
+      if i > 0:
+        dec.append(nn.Conv2d(cur, ch, 3, padding=1))
+      dec.append(ConvResBlock(ch, ch))
+      cur = ch
+    self.dec = nn.ModuleList(dec)
+    self.dec_norm = nn.GroupNorm(conv_groups(cur), cur, eps=1e-6)
+    self.dec_out = nn.Conv2d(cur, 2 * c, 3, padding=1)
+    self.channels = rev
+
+  def forward(self, x, eps):
+    h = x
+    for layer in self.enc:
+      h = layer(same_pad_stride2(h, 3)) if isinstance(layer, nn.Conv2d) and layer.stride == (2, 2) \
+          else layer(h)
+    stats = self.enc_dense(F.silu(self.enc_norm(h)).flatten(1))
+    mean, log_var = stats.chunk(2, dim=-1)
+    log_var = log_var.clamp(-30.0, 20.0)
+    z = mean + torch.exp(0.5 * log_var) * eps
+    h = self.dec_dense(z).reshape(x.shape[0], self.channels[0], *self.low)
+    for layer in self.dec:
+      h = layer(F.interpolate(h, scale_factor=2, mode="nearest")) \
+          if isinstance(layer, nn.Conv2d) else layer(h)
+    out = self.dec_out(F.silu(self.dec_norm(h)))
+    px_mean, px_log_scale = out.chunk(2, dim=1)
+    return mean, log_var, torch.tanh(px_mean), px_log_scale
+
+
+def discretized_logistic_logprob(x, mean, log_scale):  # genjax.nn.likelihoods
+  log_scale = log_scale.clamp(min=-7.0)
+  centered, inv_scale = x - mean, torch.exp(-log_scale)
+  upper, lower = inv_scale * (centered + 1 / 255), inv_scale * (centered - 1 / 255)
+  log_cdf_upper = upper - F.softplus(upper)
+  log_one_minus_cdf_lower = -F.softplus(lower)
+  bin_mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+  mid = inv_scale * centered
+  log_density = mid - log_scale - 2.0 * F.softplus(mid) + math.log(2.0 / 255.0)
+  log_mass = torch.where(bin_mass > 1e-5, torch.log(bin_mass.clamp(min=1e-12)), log_density)
+  return torch.where(x < -0.999, log_cdf_upper,
+                     torch.where(x > 0.999, log_one_minus_cdf_lower, log_mass))
+
+
+def make_vae(cfg, batch):
+  model = VAENet(cfg["channels"], cfg["latent_dim"], cfg["image_shape"])
+  ema = VAENet(cfg["channels"], cfg["latent_dim"], cfg["image_shape"])
+  ema.load_state_dict(model.state_dict())
+  optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"], foreach=True)
+  params, ema_params = list(model.parameters()), list(ema.parameters())
+  dims = math.prod(cfg["image_shape"])
+
+  def loss_fn(images_uint8, eps):
+    x = images_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    mean, log_var, px_mean, px_log_scale = model(x, eps)
+    log_px = discretized_logistic_logprob(x, px_mean, px_log_scale).sum(dim=(1, 2, 3))
+    kl = 0.5 * (log_var.exp() + mean ** 2 - 1.0 - log_var).sum(-1)
+    return (-log_px + cfg["beta"] * kl).mean() / dims
+
+  def make(loss):
+    def step(images_uint8):
+      eps = torch.randn(images_uint8.shape[0], cfg["latent_dim"])
+      optimizer.zero_grad(set_to_none=True)
+      value = loss(images_uint8, eps)
+      value.backward()
+      optimizer.step()
+      with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1.0 - cfg["ema_decay"])
+      return value
+    return step
+
+  return model, loss_fn, make
+
+
+# ---- GAN (genjax.nn.dcgan, genjax.families.gan) ---------------------------------------------
+class SubPixelUpsample(nn.Module):
+  def __init__(self, in_ch, features):
+    super().__init__()
+    self.conv = nn.Conv2d(in_ch, 4 * features, 3, padding=1)
+
+  def forward(self, x):
+    return F.pixel_shuffle(self.conv(x), 2)
+
+
+class Generator(nn.Module):
+  def __init__(self, latent_dim, channels, image_shape):
+    super().__init__()
+    h, w, c = image_shape
+    scale = 2 ** len(channels)
+    self.image_shape, self.h0, self.w0 = image_shape, -(-h // scale), -(-w // scale)
+    self.project = nn.Linear(latent_dim, self.h0 * self.w0 * channels[0])
+    self.norms = nn.ModuleList([nn.GroupNorm(math.gcd(ch, 32), ch, eps=1e-6) for ch in channels])
+    self.ups = nn.ModuleList([SubPixelUpsample(a, b) for a, b in zip(channels, channels[1:])])
+    self.to_image = SubPixelUpsample(channels[-1], c)
+    self.channels = channels
+
+  def forward(self, z):
+    x = self.project(z).reshape(z.shape[0], self.channels[0], self.h0, self.w0)
+    x = F.relu(self.norms[0](x))
+    for up, norm in zip(self.ups, self.norms[1:]):
+      x = F.relu(norm(up(x)))
+    x = torch.tanh(self.to_image(x))
+    h, w, _ = self.image_shape
+    top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+    return x[:, :, top:top + h, left:left + w]
+
+
+class Discriminator(nn.Module):
+  def __init__(self, channels, image_shape):
+    super().__init__()
+    h, w, c = image_shape
+    self.convs = nn.ModuleList([nn.Conv2d(a, b, 4, stride=2) for a, b in
+                                zip([c] + list(channels[:-1]), channels)])
+    for _ in channels:
+      h, w = -(-h // 2), -(-w // 2)
+    self.logit = nn.Linear(channels[-1] * h * w, 1)
+
+  def forward(self, x):
+    for conv in self.convs:
+      x = F.leaky_relu(conv(same_pad_stride2(x, 4)), 0.2)
+    return self.logit(x.flatten(1))[:, 0]
+
+
+def make_gan(cfg, batch):
+  gen = Generator(cfg["latent_dim"], cfg["g_channels"], cfg["image_shape"])
+  ema = Generator(cfg["latent_dim"], cfg["g_channels"], cfg["image_shape"])
+  ema.load_state_dict(gen.state_dict())
+  disc = Discriminator(cfg["d_channels"], cfg["image_shape"])
+  adam = lambda ps: torch.optim.Adam(ps, lr=cfg["learning_rate"], betas=(0.5, 0.999), foreach=True)
+  g_opt, d_opt = adam(gen.parameters()), adam(disc.parameters())
+  g_params, d_params, ema_params = list(gen.parameters()), list(disc.parameters()), list(ema.parameters())
+
+  def d_loss_fn(images_uint8, z):
+    x_real = images_uint8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+      x_fake = gen(z)
+    return (F.softplus(-disc(x_real)) + F.softplus(disc(x_fake))).mean()
+
+  def g_loss_fn(z):
+    return F.softplus(-disc(gen(z))).mean()
+
+  def make(losses):
+    d_loss, g_loss = losses
+
+    def step(images_uint8):
+      n = images_uint8.shape[0]
+      value = d_loss(images_uint8, torch.randn(n, cfg["latent_dim"]))
+      grads = torch.autograd.grad(value, d_params)
+      for p, g in zip(d_params, grads):
+        p.grad = g
+      d_opt.step()
+      g_value = g_loss(torch.randn(n, cfg["latent_dim"]))
+      grads = torch.autograd.grad(g_value, g_params)  # G's parameters only
+      for p, g in zip(g_params, grads):
+        p.grad = g
+      g_opt.step()
+      with torch.no_grad():
+        torch._foreach_lerp_(ema_params, g_params, 1.0 - cfg["ema_decay"])
+      return value + g_value
+    return step
+
+  return nn.ModuleList([gen, disc]), (d_loss_fn, g_loss_fn), make
 
 
 def time_steps(step, batch, num_steps, warmup):
+  """Median seconds per step (each step ends with its loss on the host)."""
   for _ in range(warmup):
-    step(batch)
-  start = time.perf_counter()
+    step(batch).item()
+  times = []
   for _ in range(num_steps):
-    loss = step(batch)
-  loss.item()
-  return (time.perf_counter() - start) / num_steps
+    start = time.perf_counter()
+    step(batch).item()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
 
 
 def matmul_peak_gflops(n=2048, repeats=10):
@@ -206,6 +431,9 @@ def matmul_peak_gflops(n=2048, repeats=10):
   return 2 * n ** 3 / float(np.median(times)) / 1e9
 
 
+BUILDERS = {"ddpm": make_ddpm, "vae": make_vae, "gan": make_gan}
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--json", required=True, help="the model and step settings (see vs_pytorch.py)")
@@ -214,27 +442,21 @@ def main():
   cfg = json.loads(args.json)
   torch.manual_seed(0)
   h, w, c = cfg["image_shape"]
-  factor = 2 ** (len(cfg["ch_mult"]) - 1)
-  ph, pw = -h % factor, -w % factor
-  pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-  make_model = lambda: UNet(cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"],
-                            cfg["attn_resolutions"], cfg["num_heads"], cfg["norm_groups"],
-                            h + ph, c)
-  model = make_model()
-  ema = make_model()
-  ema.load_state_dict(model.state_dict())
   batch = torch.from_numpy(np.random.default_rng(0).integers(
       0, 256, (cfg["batch_size"], h, w, c), dtype=np.uint8))
-  alpha_bar = cosine_alpha_bar(cfg["timesteps"])
-  step, loss_fn = make_step(model, ema, alpha_bar, cfg["learning_rate"], cfg["ema_decay"], pad)
+  model, losses, make = BUILDERS[cfg["family"]](cfg, batch)
   result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "params": sum(q.numel() for q in model.parameters())}
   for variant in args.variants.split(","):
-    fn = loss_fn if variant == "eager" else torch.compile(loss_fn)
+    if variant == "eager":
+      step = make(losses)
+    else:
+      step = make(tuple(map(torch.compile, losses)) if isinstance(losses, tuple)
+                  else torch.compile(losses))
     start = time.perf_counter()
-    step(batch, fn)  # compiles on the first call
+    step(batch).item()  # compiles on the first call
     result[f"{variant}_first_step_s"] = time.perf_counter() - start
-    result[f"{variant}_step_s"] = time_steps(lambda b: step(b, fn), batch, cfg["steps"], warmup=2)
+    result[f"{variant}_step_s"] = time_steps(step, batch, cfg["steps"], warmup=2)
   result["matmul_peak_gflops"] = matmul_peak_gflops(cfg.get("matmul_size", 2048))
   print(json.dumps(result))
 
