@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ddpm as ddpm_config  # noqa: E402
-from genjax import data  # noqa: E402
+from genjax import compiler_options, data  # noqa: E402
 from genjax.families import DataSpec, build_family  # noqa: E402
 
 
@@ -172,7 +172,8 @@ def main():
   calls = max(args.repeats, -(-args.fid_samples // args.num))
   per_image = {}
   for name, sample in samplers(family, args.samplers):
-    fn = jax.jit(lambda p, r, sample=sample: sample(p, r, args.num, labels))
+    fn = jax.jit(lambda p, r, sample=sample: sample(p, r, args.num, labels),
+                 compiler_options=compiler_options.for_devices(jax.devices()))  # as the loop
     compiled = fn.lower(params, jax.random.PRNGKey(0)).compile()
     seconds, feats, first = 0.0, [], []
     for i in range(calls):

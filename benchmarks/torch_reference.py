@@ -200,6 +200,32 @@ def make_ddpm(cfg, batch):
   return model, loss_fn, make
 
 
+def ddim_sampler(model, cfg):
+  """genjax.families.diffusion.ddim_sample (eta 0, x0 clipped to [-1, 1] and eps recomputed)
+  with `model` as the eps network: num -> images [num, C, H, W] in [-1, 1]."""
+  h, w, c = cfg["image_shape"]
+  factor = 2 ** (len(cfg["ch_mult"]) - 1)
+  ph, pw = -h % factor, -w % factor
+  abar = cosine_alpha_bar(cfg["timesteps"])
+  taus = np.unique(np.round(np.linspace(0, cfg["timesteps"] - 1, cfg["sample_steps"])).astype(int))
+  taus = taus[::-1].copy()
+  abar_next = torch.cat([abar[taus[1:]], torch.ones(1)])
+
+  @torch.no_grad()
+  def sample(num, net):
+    x = torch.randn(num, c, h + ph, w + pw)
+    for i, tau in enumerate(taus):
+      ab, ab_next = abar[tau], abar_next[i]
+      a, s = ab.sqrt(), (1 - ab).sqrt()
+      eps = net(x, torch.full((num,), int(tau)))
+      x0 = ((x - s * eps) / a).clamp(-1.0, 1.0)
+      eps = (x - a * x0) / s
+      x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+    return x[:, :, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+
+  return sample
+
+
 # ---- VAE (genjax.nn.conv, genjax.families.vae) ----------------------------------------------
 def conv_groups(channels):  # genjax.nn.conv._groups
   return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 2) \
@@ -457,6 +483,15 @@ def main():
     step(batch).item()  # compiles on the first call
     result[f"{variant}_first_step_s"] = time.perf_counter() - start
     result[f"{variant}_step_s"] = time_steps(step, batch, cfg["steps"], warmup=2)
+  if cfg.get("sample_num"):  # DDIM sampling with the (EMA-shaped) trained network, no grad
+    model.eval()
+    sample = ddim_sampler(model, cfg)
+    for variant in args.variants.split(","):
+      net = model if variant == "eager" else torch.compile(model)
+      sample(cfg["sample_num"], net)  # compiles on the first call
+      start = time.perf_counter()
+      sample(cfg["sample_num"], net)
+      result[f"{variant}_ddim_s_per_image"] = (time.perf_counter() - start) / cfg["sample_num"]
   result["matmul_peak_gflops"] = matmul_peak_gflops(cfg.get("matmul_size", 2048))
   print(json.dumps(result))
 

@@ -18,12 +18,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.train_step import matmul_peak_gflops, measure  # noqa: E402
+from genjax import compiler_options  # noqa: E402
+from genjax.families import DataSpec, build_family  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("families", ["ddpm", "vae", "gan"], "Families to compare (configs/<name>.py).")
@@ -32,6 +37,8 @@ flags.DEFINE_string("image_shape", "28,28,1", "H,W,C of the synthetic batches.")
 flags.DEFINE_integer("steps", 10, "Timed steps per variant (after warm-up); medians are reported.")
 flags.DEFINE_string("torch_python", ".venv-ref/bin/python", "Python of the venv with torch.")
 flags.DEFINE_string("torch_variants", "eager,compile", "PyTorch variants to time.")
+flags.DEFINE_integer("sample_num", 64, "Diffusion: images per DDIM call (0: no sampling row).")
+flags.DEFINE_integer("sample_steps", 50, "Diffusion: DDIM steps.")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,7 +61,8 @@ def torch_settings(config, shape, steps: int) -> dict:
       _refuse("eps-prediction, cosine schedule, uniform t, no dropout")
     return dict(common, ch=m.ch, ch_mult=list(m.ch_mult), num_res_blocks=m.num_res_blocks,
                 attn_resolutions=list(m.attn_resolutions), num_heads=m.num_heads,
-                norm_groups=m.norm_groups, timesteps=m.timesteps)
+                norm_groups=m.norm_groups, timesteps=m.timesteps, sample_num=FLAGS.sample_num,
+                sample_steps=FLAGS.sample_steps)
   if config.family == "vae":
     if config.optim.grad_clip:
       _refuse("no gradient clipping for the VAE")
@@ -66,6 +74,20 @@ def torch_settings(config, shape, steps: int) -> dict:
     return dict(common, latent_dim=m.latent_dim, g_channels=list(m.g_channels),
                 d_channels=list(m.d_channels))
   raise SystemExit(f"no PyTorch twin for family {config.family!r}")
+
+
+def genjax_ddim_s_per_image(config, shape, num: int, num_steps: int) -> float:
+  """Seconds per image of genjax's DDIM (eta 0) with a fresh U-Net, compiled as the loop does."""
+  family = build_family(config, DataSpec(shape, 0))
+  batch = {"image": jnp.zeros((1, *shape), jnp.uint8), "cond": {}}
+  params = family.ema_view(jax.jit(family.init)(jax.random.PRNGKey(0), batch)[0])
+  fn = jax.jit(lambda p, r: family.sample_with(p, r, num, None, sampler="ddim", steps=num_steps,
+                                               eta=0.0),
+               compiler_options=compiler_options.for_devices(jax.devices()))
+  jax.block_until_ready(fn(params, jax.random.PRNGKey(0)))  # compiles
+  start = time.perf_counter()
+  jax.block_until_ready(fn(params, jax.random.PRNGKey(1)))
+  return (time.perf_counter() - start) / num
 
 
 def compare(name: str, shape) -> None:
@@ -96,7 +118,15 @@ def compare(name: str, shape) -> None:
           f"{flops / step_s / 1e9 / peak:>9.3f}{step_s / ours['step_s']:>16.2f}x")
   compiled = {v: round(theirs[f"{v}_first_step_s"], 1) for v in FLAGS.torch_variants.split(",")}
   print(f"genjax vs the faster PyTorch variant: {best_torch / ours['step_s']:.2f}x  "
-        f"(first step incl. compile: genjax {ours['compile_s']:.1f} s, torch {compiled})", flush=True)
+        f"(compile: genjax {ours['compile_s']:.1f} s; torch first step {compiled})", flush=True)
+  if settings.get("sample_num"):
+    ddim = {"genjax (jax.jit)": genjax_ddim_s_per_image(config, shape, FLAGS.sample_num,
+                                                         FLAGS.sample_steps)}
+    ddim.update({f"pytorch {v}": theirs[f"{v}_ddim_s_per_image"]
+                 for v in FLAGS.torch_variants.split(",")})
+    print(f"DDIM-{FLAGS.sample_steps} sampling, {FLAGS.sample_num} images per call: " + ", ".join(
+        f"{k} {v * 1e3:.1f} ms/image" for k, v in ddim.items()) + "; genjax speed-up over the "
+        f"faster PyTorch: {min(list(ddim.values())[1:]) / ddim['genjax (jax.jit)']:.2f}x", flush=True)
 
 
 def main(_):
