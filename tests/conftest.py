@@ -10,7 +10,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The suite is mostly XLA compilation of tiny models: the backend's optimization passes cost more
 # than they save there. Training, benchmarks and experiments keep the default level.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+from tests.helpers import SUITE_XLA_FLAGS  # noqa: E402
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SUITE_XLA_FLAGS).strip()
 
 # Tests compile the same smoke models many times (in-process and in launch.py
 # subprocesses); XLA's persistent cache turns every repeat into a disk read.

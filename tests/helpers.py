@@ -17,11 +17,17 @@ def smoke_config(family: str = "vae", overrides: dict | None = None, data_dir: s
   return config
 
 
+SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
 def launch(args, *, data_dir, env_extra=None, timeout=300, check=False):
-  """Runs `python launch.py ARGS` like a user; returns the CompletedProcess."""
+  """Runs `python launch.py ARGS` like a user; returns the CompletedProcess. XLA compiles at
+  the suite's optimization level (tests/conftest.py: the tiny models compile several times
+  faster, results are unchanged), plus any XLA_FLAGS of `env_extra` (e.g. a device count)."""
   env = dict(os.environ, GENJAX_DATA_DIR=data_dir, PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)
-  env.update(env_extra or {})
+  env_extra = dict(env_extra or {})
+  env["XLA_FLAGS"] = " ".join([SUITE_XLA_FLAGS, env_extra.pop("XLA_FLAGS", "")]).strip()
+  env.update(env_extra)
   proc = subprocess.run([sys.executable, os.path.join(REPO, "launch.py"), *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
