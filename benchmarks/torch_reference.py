@@ -155,6 +155,18 @@ class UNet(nn.Module):
     return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def update(loss, optimizer, params, ema_params, ema_decay, clip=0.0):
+  """Backward, optional global-norm clip, optimizer step, EMA (genjax's loop step); -> loss."""
+  optimizer.zero_grad(set_to_none=True)
+  loss.backward()
+  if clip:
+    torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+  optimizer.step()
+  with torch.no_grad():
+    torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay)
+  return loss
+
+
 def cosine_alpha_bar(timesteps, s=0.008):
   """Improved DDPM's cosine schedule (betas clipped at 0.999), as genjax's `cosine`."""
   f = lambda i: math.cos((i / timesteps + s) / (1 + s) * math.pi / 2) ** 2
@@ -187,14 +199,8 @@ def make_ddpm(cfg, batch):
     def step(images_uint8):
       t = torch.randint(0, len(alpha_bar), (images_uint8.shape[0],))
       noise = torch.randn((images_uint8.shape[0], c, h + ph, w + pw))
-      optimizer.zero_grad(set_to_none=True)
-      value = loss(images_uint8, t, noise)
-      value.backward()
-      torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-      optimizer.step()
-      with torch.no_grad():
-        torch._foreach_lerp_(ema_params, params, 1.0 - cfg["ema_decay"])
-      return value
+      return update(loss(images_uint8, t, noise), optimizer, params, ema_params,
+                    cfg["ema_decay"], clip=1.0)
     return step
 
   return model, loss_fn, make
@@ -253,31 +259,33 @@ class ConvResBlock(nn.Module):
     return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
 
 
+def conv_stages(channels, first, resize_conv):
+  """`first` layers, then per stage: (a resizing conv from the previous width, beyond the first
+  stage) and a residual block: genjax.nn.conv's encoder/decoder stage loop."""
+  layers = list(first)
+  for prev, ch in zip([channels[0]] + list(channels), channels):
+    if len(layers) > len(first):
+      layers.append(resize_conv(prev, ch))
+    layers.append(ConvResBlock(ch, ch))
+  return nn.ModuleList(layers)
+
+
 class VAENet(nn.Module):
   def __init__(self, channels, latent_dim, image_shape):
     super().__init__()
     h, w, c = image_shape
     self.low = (h // 2 ** (len(channels) - 1), w // 2 ** (len(channels) - 1))
-    enc, cur = [nn.Conv2d(c, channels[0], 3, padding=1)], channels[0]
-    for i, ch in enumerate(channels):
-      if i > 0:
-        enc.append(nn.Conv2d(cur, ch, 3, stride=2))
-      enc.append(ConvResBlock(ch, ch))
-      cur = ch
-    self.enc = nn.ModuleList(enc)
+    cur = channels[-1]
+    self.enc = conv_stages(channels, [nn.Conv2d(c, channels[0], 3, padding=1)],
+                           lambda a, b: nn.Conv2d(a, b, 3, stride=2))  # downsampling
     self.enc_norm = nn.GroupNorm(conv_groups(cur), cur, eps=1e-6)
     self.enc_dense = nn.Sequential(nn.Linear(cur * self.low[0] * self.low[1], 8 * latent_dim),
                                    nn.SiLU(), nn.Linear(8 * latent_dim, 2 * latent_dim))
     rev = list(reversed(channels))
     self.dec_dense = nn.Sequential(nn.Linear(latent_dim, 4 * latent_dim), nn.SiLU(),
                                    nn.Linear(4 * latent_dim, self.low[0] * self.low[1] * rev[0]))
-    dec, cur = [], rev[0]
-    for i, ch in enumerate(rev):
-      if i > 0:
-        dec.append(nn.Conv2d(cur, ch, 3, padding=1))
-      dec.append(ConvResBlock(ch, ch))
-      cur = ch
-    self.dec = nn.ModuleList(dec)
+    cur = rev[-1]
+    self.dec = conv_stages(rev, [], lambda a, b: nn.Conv2d(a, b, 3, padding=1))  # after upsampling
     self.dec_norm = nn.GroupNorm(conv_groups(cur), cur, eps=1e-6)
     self.dec_out = nn.Conv2d(cur, 2 * c, 3, padding=1)
     self.channels = rev
@@ -332,13 +340,7 @@ def make_vae(cfg, batch):
   def make(loss):
     def step(images_uint8):
       eps = torch.randn(images_uint8.shape[0], cfg["latent_dim"])
-      optimizer.zero_grad(set_to_none=True)
-      value = loss(images_uint8, eps)
-      value.backward()
-      optimizer.step()
-      with torch.no_grad():
-        torch._foreach_lerp_(ema_params, params, 1.0 - cfg["ema_decay"])
-      return value
+      return update(loss(images_uint8, eps), optimizer, params, ema_params, cfg["ema_decay"])
     return step
 
   return model, loss_fn, make
