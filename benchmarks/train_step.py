@@ -38,7 +38,6 @@ VARIANTS = {  # name -> XLA:CPU options ({} = plain compile)
     "plain": {},
     "genjax": compiler_options.CPU_COMPILER_OPTIONS,
     "dot": {YNN: "LIBRARY_FUSION_TYPE_DOT"},
-    "dot+reduce": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
     "dot+reduce+eltwise": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,"
                                 "LIBRARY_FUSION_TYPE_ELTWISE"},
     "dot+conv": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
@@ -98,7 +97,7 @@ def measure(config, shape, num_classes: int, variants=("genjax",), rounds: int =
   new_state = lambda: jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(
       jax.random.PRNGKey(0), batch)
   collection = steps.averages(steps.train_metric_names(family, new_state(), batch, {}))
-  results, runners, first_step = {}, {}, {}
+  results, runners, checked = {}, {}, {}
   for name in variants:
     step = steps.make_train_step(family, config.ema_decay, collection, mesh,
                                  options=VARIANTS[name])
@@ -109,7 +108,7 @@ def measure(config, shape, num_classes: int, variants=("genjax",), rounds: int =
                      "params": sum(x.size for x in jax.tree.leaves(state.params)), "times": []}
     for _ in range(CHECK_STEPS):  # from the same state for every variant (step 1 alone says
       state, acc = compiled(state, acc, batch, {})  # little: zero-init output, Adam ~ sign(g))
-    first_step[name] = (jax.device_get(state.params), float(acc.compute()["loss"]))
+    checked[name] = (jax.device_get(state.params), float(acc.compute()["loss"]))
     runners[name] = [compiled, state, acc]
   for _ in range(rounds):
     for name in variants:
@@ -120,10 +119,10 @@ def measure(config, shape, num_classes: int, variants=("genjax",), rounds: int =
       jax.block_until_ready(state)
       results[name]["times"].append((time.perf_counter() - t) / steps_per_round)
       runners[name][1:] = [state, acc]
-  base_params, base_loss = first_step[variants[0]]
+  base_params, base_loss = checked[variants[0]]
   scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(base_params))
   for name in variants:
-    params, loss = first_step[name]
+    params, loss = checked[name]
     results[name]["param_err"] = max(float(np.max(np.abs(a - b))) for a, b in
                                      zip(jax.tree.leaves(params), jax.tree.leaves(base_params))) / scale
     results[name]["loss_err"] = abs(loss - base_loss) / abs(base_loss)
