@@ -27,8 +27,8 @@ import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.train_step import matmul_peak_gflops, measure  # noqa: E402
-from genjax import compiler_options  # noqa: E402
 from genjax.families import DataSpec, build_family  # noqa: E402
+from genjax.train import sharding, steps  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("families", ["ddpm", "vae", "gan"], "Families to compare (configs/<name>.py).")
@@ -81,12 +81,10 @@ def genjax_ddim_s_per_image(config, shape, num: int, num_steps: int) -> float:
   family = build_family(config, DataSpec(shape, 0))
   batch = {"image": jnp.zeros((1, *shape), jnp.uint8), "cond": {}}
   params = family.ema_view(jax.jit(family.init)(jax.random.PRNGKey(0), batch)[0])
-  fn = jax.jit(lambda p, r: family.sample_with(p, r, num, None, sampler="ddim", steps=num_steps,
-                                               eta=0.0),
-               compiler_options=compiler_options.for_devices(jax.devices()))
-  jax.block_until_ready(fn(params, jax.random.PRNGKey(0)))  # compiles
+  fn = steps.make_sample_fn(family, sharding.make_mesh(), sampler="ddim", steps=num_steps, eta=0.0)
+  jax.block_until_ready(fn(params, jax.random.PRNGKey(0), None, num, {}))  # compiles
   start = time.perf_counter()
-  jax.block_until_ready(fn(params, jax.random.PRNGKey(1)))
+  jax.block_until_ready(fn(params, jax.random.PRNGKey(1), None, num, {}))
   return (time.perf_counter() - start) / num
 
 
