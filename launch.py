@@ -6,6 +6,12 @@
   python launch.py --workdir=/tmp/t2i --mode=sample --prompt "a red sneaker on the left" --guidance=3
   python launch.py --config=configs/vae.py:size=smoke --workdir=/tmp/sweep --mode=sweep
 
+Several processes (one per host; see genjax/launchers.py and README "Several hosts"):
+  python launch.py --config=... --workdir=/tmp/vae --local_processes=2 --local_devices=2
+  python launch.py --config=... --workdir=gs://BUCKET/vae --tpu=NAME --zone=ZONE [--dry_run]
+  python launch.py --config=... --workdir=/shared/vae --slurm --nodes=2 --gpus_per_node=8 [--dry_run]
+  python launch.py --config=... --workdir=gs://BUCKET/vae --xpk --cluster=C --tpu_type=v5p-32 [--dry_run]
+
 Training resumes from --workdir automatically. Errors a user can fix are
 printed as one `genjax: error: ...` line with a non-zero exit.
 """
@@ -27,6 +33,27 @@ flags.DEFINE_float("guidance", None, "--mode=sample: classifier-free guidance sc
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                   "Call jax.distributed.initialize() (multi-host TPU pods / multi-process GPU). "
                   "auto: when the environment says this is one of several processes.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a multi-process run "
+                    "started by hand (TPU VMs, SLURM and MPI are detected without it).")
+flags.DEFINE_integer("num_processes", None, "With --coordinator_address: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --coordinator_address: this process's index.")
+# Launchers (genjax/launchers.py): start this same command on several processes.
+flags.DEFINE_integer("local_processes", 0, "Run as N processes on this machine (a simulated multi-host run).")
+flags.DEFINE_integer("local_devices", 1, "With --local_processes: CPU devices per process.")
+flags.DEFINE_string("tpu", None, "Run on every worker of this TPU VM slice (gcloud; needs --zone).")
+flags.DEFINE_string("zone", None, "--tpu / --xpk: the Cloud zone.")
+flags.DEFINE_string("project", None, "--tpu / --xpk: the Cloud project (default: gcloud's).")
+flags.DEFINE_bool("slurm", False, "Write an sbatch script (one process per GPU) and submit it.")
+flags.DEFINE_integer("nodes", 1, "--slurm: nodes.")
+flags.DEFINE_integer("gpus_per_node", 8, "--slurm: GPUs (= processes) per node.")
+flags.DEFINE_string("time", "24:00:00", "--slurm: time limit.")
+flags.DEFINE_string("partition", None, "--slurm: partition.")
+flags.DEFINE_bool("xpk", False, "Submit to a GKE cluster with `xpk workload create`.")
+flags.DEFINE_string("cluster", None, "--xpk: the GKE cluster.")
+flags.DEFINE_string("tpu_type", None, "--xpk: TPU slice type, e.g. v5p-32.")
+flags.DEFINE_integer("num_slices", 1, "--xpk: number of slices.")
+flags.DEFINE_string("docker_image", None, "--xpk: an image with genjax installed (default: built by xpk).")
+flags.DEFINE_bool("dry_run", False, "With a launcher: print the commands (or script) instead of running them.")
 flags.mark_flags_as_required(["workdir"])
 
 _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
@@ -40,21 +67,64 @@ def _multiprocess_environment() -> bool:
   return int(os.environ.get("SLURM_NTASKS", "1")) > 1 or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
 
 
+def launch_elsewhere() -> int | None:
+  """Runs a launcher flag's processes (an exit code), or None: run here as one process."""
+  from genjax import launchers
+  from genjax.errors import ConfigError
+  args = launchers.worker_args(sys.argv[1:])
+  if FLAGS.local_processes:
+    if FLAGS.local_processes < 1 or FLAGS.local_devices < 1:
+      raise ConfigError("--local_processes and --local_devices must be positive")
+    return launchers.run_local(args, FLAGS.local_processes, FLAGS.local_devices, FLAGS.dry_run)
+  if FLAGS.tpu:
+    if not FLAGS.zone:
+      raise ConfigError("--tpu needs --zone (the TPU VM's zone, e.g. us-central2-b)")
+    return launchers.run_commands(launchers.tpu_vm_commands(args, FLAGS.tpu, FLAGS.zone, FLAGS.project),
+                                  FLAGS.dry_run)
+  if FLAGS.slurm:
+    script = launchers.slurm_script(args, FLAGS.nodes, FLAGS.gpus_per_node, FLAGS.time, FLAGS.partition)
+    if FLAGS.dry_run:
+      print(script, end="")
+      return 0
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "genjax.sbatch")
+    with open(path, "w") as f:
+      f.write(script)
+    return launchers.run_commands([["sbatch", path]], dry_run=False)
+  if FLAGS.xpk:
+    if not (FLAGS.cluster and FLAGS.tpu_type):
+      raise ConfigError("--xpk needs --cluster and --tpu_type (e.g. v5p-32)")
+    return launchers.run_commands([launchers.xpk_command(
+        args, FLAGS.cluster, FLAGS.tpu_type, FLAGS.num_slices, FLAGS.docker_image, FLAGS.zone,
+        FLAGS.project)], FLAGS.dry_run)
+  if FLAGS.dry_run:
+    raise ConfigError("--dry_run goes with a launcher: --local_processes, --tpu, --slurm or --xpk")
+  return None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from genjax.errors import UserError
+  try:
+    code = launch_elsewhere()
+  except UserError as e:
+    print(f"genjax: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if code is not None:
+    sys.exit(code)
   logging.set_verbosity(logging.WARNING)  # keep the console for genjax's own progress lines
   # tfds suggests OpenCV for decoding; genjax decodes each split once, so PIL is fine.
   logging.get_absl_logger().addFilter(lambda record: "OpenCV is not installed" not in record.getMessage())
   import jax
-  if FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multiprocess_environment()):
+  if FLAGS.num_processes is not None:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multiprocess_environment()):
     jax.distributed.initialize()
 
   from genjax import compilation_cache, entry
-  from genjax.errors import UserError
   compilation_cache.enable()
   try:
-    if FLAGS.config is not None and FLAGS.mode in ("eval", "sample"):
+    if FLAGS.config is not None and FLAGS.mode in ("eval", "sample") and jax.process_index() == 0:
       print(f"genjax: --mode={FLAGS.mode} rebuilds the run from {FLAGS.workdir}/config.json; "
             f"--config is not used", flush=True)
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,

@@ -33,3 +33,20 @@ def launch(args, *, data_dir, env_extra=None, timeout=300, check=False):
   if check and proc.returncode != 0:
     raise AssertionError(f"launch.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
   return proc
+
+
+def free_port() -> int:
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def start_processes(commands, *, data_dir, devices_per_process=2):
+  """Starts commands (argv lists, each one process of a multi-process run) with
+  `devices_per_process` CPU devices each, at the suite's XLA level; returns the Popens
+  (stdout and stderr merged, text)."""
+  env = dict(os.environ, GENJAX_DATA_DIR=data_dir, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
+             JAX_NUM_CPU_DEVICES=str(devices_per_process), XLA_FLAGS=SUITE_XLA_FLAGS)
+  return [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True) for command in commands]

@@ -45,7 +45,13 @@ def _read_options(num_threads, reader):
 
 
 class _ShuffledBatchIndices:
-  """Sequence of index batches (length sys.maxsize): item k is process p's batch k."""
+  """Sequence of index batches (length sys.maxsize): item k is process p's batch k.
+
+  Process p takes the p-th contiguous slice of global batch k, so the global batch the
+  processes assemble (process 0's rows first, as `make_array_from_process_local_data`
+  places them) is row for row the batch one process would read: a run trains on the same
+  data in the same order on 1 or N hosts.
+  """
 
   def __init__(self, num_examples, batch_size, seed, process_index, process_count):
     self._n, self._batch = num_examples, batch_size
@@ -66,7 +72,7 @@ class _ShuffledBatchIndices:
       return self._perms[epoch]
 
   def __getitem__(self, k):
-    positions = self._p + self._count * (k * self._batch + np.arange(self._batch, dtype=np.int64))
+    positions = (k * self._count + self._p) * self._batch + np.arange(self._batch, dtype=np.int64)
     epochs, offsets = np.divmod(positions, self._n)
     indices = np.empty_like(positions)
     for epoch in np.unique(epochs):
@@ -143,24 +149,25 @@ def train_iterator(name: str, *, batch_size: int, seed: int, data_dir: str | Non
 class EvalBatches:
   """Finite iterator of {"image", "label", ..., "mask": float32[B]} batches; len() = batches.
 
-  Process p reads its contiguous share of the split in order; the last batch is
-  padded with zeros (mask 0). Every process yields the same number of batches,
-  so collective ops over processes stay in step.
+  Global batch k is examples [k * B * N, (k + 1) * B * N) of the split (B per process, N
+  processes), and process p reads the p-th slice of it, as for training: the first k batches
+  are the same examples on 1 or N hosts. Past the end, rows are zeros with mask 0. Every
+  process yields the same number of batches, so collective ops over processes stay in step.
   """
 
   def __init__(self, reader, *, batch_size, num_batches, process_index, process_count, num_threads):
     n = reader.num_examples
-    self._start = process_index * n // process_count
-    self._stop = (process_index + 1) * n // process_count
+    self._start = process_index * batch_size  # within each global batch
+    self._stride = process_count * batch_size
+    self._stop = n
     self._reader, self._batch = reader, batch_size
-    per_process = -(-n // process_count)  # ceil: the largest share
-    total = -(-per_process // batch_size)
+    total = -(-n // self._stride)
     self._len = total if num_batches < 0 else min(num_batches, total)
     ds = _grain().MapDataset.range(self._len).map(self._make_batch)
     self._it = iter(ds.to_iter_dataset(_read_options(num_threads, reader)))
 
   def _make_batch(self, k):
-    lo = min(self._start + k * self._batch, self._stop)
+    lo = min(k * self._stride + self._start, self._stop)
     hi = min(lo + self._batch, self._stop)
     batch = self._reader.read(np.arange(lo, hi))
     pad = self._batch - (hi - lo)

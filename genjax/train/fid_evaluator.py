@@ -18,9 +18,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from genjax import data
+from genjax import data, multihost
 from genjax.metrics.features import InceptionFeatures
-from genjax.metrics.fid_eval import FIDEvaluator, reference_stats
+from genjax.metrics.fid_eval import FIDEvaluator, features_in_order, reference_stats
 from genjax.metrics.kid import kernel_inception_distance
 
 KID_MAX_IMAGES = 10_000  # beyond this, holding both feature sets in memory is not worth it
@@ -73,8 +73,18 @@ class TrainingFID:
     return self.state_dir / f"fid_step_{step}.npz"
 
   def pending(self, step: int) -> bool:
-    """True if an evaluation at `step` was interrupted and should be finished."""
-    return self._state_path(step).is_file()
+    """True (on every process) if an evaluation at `step` was interrupted and should be
+    finished. Process 0 decides from its disk; the state files of evaluations at other steps
+    (interrupted, then overtaken by a resume from an earlier checkpoint) are removed, since
+    nothing can finish them."""
+    found = False
+    if multihost.is_main() and self.state_dir.is_dir():
+      for path in self.state_dir.iterdir():
+        if path == self._state_path(step):
+          found = True
+        elif path.name.startswith("fid_step_"):
+          path.unlink()
+    return bool(multihost.broadcast(np.int32(found)))
 
   def _conditions(self):
     """Host conditions of the reference images, in order: sample j is drawn under the
@@ -92,53 +102,25 @@ class TrainingFID:
 
     def draw(key, n, index):  # batch `index` of the evaluation
       cond = None if host_cond is None else self.run.conditions(n, index * batch_size, host_cond)
-      return self.run.sample(state, n, cond, key)
+      return self.run.sample(state, n, cond, key, sharded=True)
 
     use_kid = self.num_samples <= KID_MAX_IMAGES and 0 < self.reference_count <= KID_MAX_IMAGES
-    recorder = _RecordingFeatures(self.features, keep=use_kid)
-    evaluator = FIDEvaluator(self.reference(), recorder, num_samples=self.num_samples,
+    evaluator = FIDEvaluator(self.reference(), self.features, num_samples=self.num_samples,
                              batch_size=self.run.config.eval.batch_size, mode=self.mode,
                              checkpoint_every=self.checkpoint_every)
-    results = evaluator.evaluate(draw, rng, state_path=self._state_path(step), indexed=True)
+    results = evaluator.evaluate(draw, rng, state_path=self._state_path(step), indexed=True,
+                                 keep_features=use_kid)
+    self.features_computed = results["features_computed_here"]
     out = {"fid": results["fid"], "fid_num_samples": results["fid_num_samples"]}
     if use_kid:
-      sample_feats = recorder.recorded()
-      if len(sample_feats) < self.num_samples:  # resumed mid-way: redraw the same samples
-        sample_feats = self._features_of_samples(draw, rng)
-      out.update(self._kid(sample_feats))
+      out.update(self._kid(results["features"]))
     return out
-
-  def _features_of_samples(self, draw, rng) -> np.ndarray:
-    batch, feats, drawn, i = self.run.config.eval.batch_size, [], 0, 0
-    while drawn < self.num_samples:  # batch i uses fold_in(rng, i), as FIDEvaluator does
-      images = np.asarray(draw(jax.random.fold_in(rng, i), batch, i))[:self.num_samples - drawn]
-      feats.append(self.features(images, self.mode))
-      drawn, i = drawn + len(images), i + 1
-    return np.concatenate(feats)
 
   def _kid(self, sample_feats) -> dict:
     if self._reference_features is None:
-      self._reference_features = np.concatenate(
-          [self.features(b, self.mode) for b in self._reference_images()])
+      self._reference_features = features_in_order(self.features, self._reference_images(), self.mode)
     # At most half of each set per subset, so the 100 subsets differ and kid_std is meaningful.
     subset = min(KID_SUBSET_SIZE, len(sample_feats) // 2, len(self._reference_features) // 2)
     mean, std = kernel_inception_distance(sample_feats, self._reference_features,
                                           num_subsets=100, subset_size=subset)
     return {"kid": float(mean), "kid_std": float(std)}
-
-
-class _RecordingFeatures:
-  """Passes calls through to InceptionFeatures, keeping the outputs for KID."""
-
-  def __init__(self, features: InceptionFeatures, keep: bool):
-    self._features, self._keep, self._outputs = features, keep, []
-    self.batch_size, self.weights_sha256 = features.batch_size, features.weights_sha256
-
-  def __call__(self, images, mode="default", value_range=(0.0, 1.0)):
-    out = self._features(images, mode, value_range)
-    if self._keep:
-      self._outputs.append(out)
-    return out
-
-  def recorded(self) -> np.ndarray:
-    return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 2048), np.float32)

@@ -15,8 +15,9 @@ import time
 import jax
 import ml_collections
 
+from genjax import multihost
 from genjax.errors import NonFiniteLossError, TrainingFailedError
-from genjax.train import steps
+from genjax.train import sharding, steps
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.fid_evaluator import TrainingFID
 from genjax.train.metric_writer import MetricWriter
@@ -28,11 +29,6 @@ from genjax.train.state import TrainState
 # Consecutive logs on which Family.health_message must report a problem before
 # the run stops (a single log can catch a transient dip).
 HEALTH_PATIENCE = 3
-
-
-def _say(msg: str) -> None:
-  if jax.process_index() == 0:
-    print(msg, flush=True)
 
 
 def _write_config(config, workdir):
@@ -72,7 +68,9 @@ class Evaluator:
     self.collection = steps.averages(shapes) if shapes else None
     if self.collection is not None:
       self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh)
-    self.images_fn = jax.jit(run.family.eval_images)
+    # Replicated outputs: every host can read them (a batch-sharded output would leave
+    # process 0 unable to read the rows on other hosts' devices).
+    self.images_fn = jax.jit(run.family.eval_images, out_shardings=sharding.replicated(run.mesh))
     self.grid_size = cfg.grid_size
     self.grid_cond = run.conditions(self.grid_size)
     self.fid = TrainingFID(run) if cfg.fid_samples > 0 else None
@@ -123,7 +121,7 @@ def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer
   results = evaluator(state, step, writer)
   writer.write_scalars(step, results)
   if results:
-    _say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
+    multihost.say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -145,18 +143,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state, data_state = run.restore(checkpointer, start, state)
     train_iter.set_state(data_state)
     writer.truncate_after(start)
-    _say(f"genjax: resumed from checkpoint step {start} in {checkpointer.directory}")
+    multihost.say(f"genjax: resumed from checkpoint step {start} in {checkpointer.directory}")
   start = int(state.step)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   n_frozen = sum(x.size for x in jax.tree.leaves(run.frozen))
   frozen_note = f" (+{n_frozen:,} frozen in {', '.join(run.stages)})" if run.stages else ""
-  _say(f"genjax: {config.family} on {config.dataset} {tuple(run.info.image_shape)}, "
+  multihost.say(f"genjax: {config.family} on {config.dataset} {tuple(run.info.image_shape)}, "
        f"{n_params:,} params{frozen_note}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"global batch {config.batch_size}, steps {start}->{config.total_steps}, workdir {workdir}")
 
   evaluator = Evaluator(run, state)
   if evaluator.fid is not None and evaluator.fid.pending(start):
-    _say(f"genjax: finishing the evaluation of step {start} that was interrupted")
+    multihost.say(f"genjax: finishing the evaluation of step {start} that was interrupted")
     _evaluate_and_log(evaluator, state, start, writer)
 
   probe_batch = run.to_model_batch(next(run.train_iterator()))
@@ -178,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         _check_finite(state, checkpointer)
         scalars = {k: float(v) for k, v in acc.compute().items()}
         acc = steps.empty_accumulator(collection, run.mesh)
-        _say(progress.line(step, scalars))
+        multihost.say(progress.line(step, scalars))
         writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
         problem = run.family.health_message(scalars)
         unhealthy_logs = unhealthy_logs + 1 if problem else 0
@@ -191,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         _check_finite(state, checkpointer)
         checkpointer.save(step, state, train_iter.get_state(), run.stage_records)
       if preempted:
-        _say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
+        multihost.say(f"genjax: preempted at step {step}; checkpoint saved. Rerun the same command to resume.")
         break
       if config.eval_every and (step % config.eval_every == 0 or last):
         _check_finite(state, checkpointer)
@@ -205,6 +203,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     outputs = {"config": os.path.join(workdir, "config.json"), "metrics": writer.jsonl_path,
                **evaluator.last_paths, "checkpoints": checkpointer.directory,
                "tensorboard": f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}"}
-    _say(f"genjax: done, {step - start} steps in {format_duration(time.perf_counter() - t_start)}.\n" +
+    multihost.say(f"genjax: done, {step - start} steps in {format_duration(time.perf_counter() - t_start)}.\n" +
          "\n".join(f"  {name + ':':<17}{where}" for name, where in outputs.items()))
   return state

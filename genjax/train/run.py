@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genjax import data
+from genjax import data, multihost
 from genjax.errors import CheckpointError, ConfigError
 from genjax.families import DataSpec, TextSpec, build_family
 from genjax.train import sharding, stages as stages_lib, steps
@@ -64,7 +64,7 @@ class Run:
   def create(cls, config: ml_collections.ConfigDict, workdir: str) -> "Run":
     validate_config(config)
     data_dir = config.data_dir or data.default_data_dir()
-    info = data.prepare(config.dataset, data_dir)
+    info = multihost.main_first(lambda: data.prepare(config.dataset, data_dir), "prepare-data")
     tokenizer = _tokenizer(config)
     text = None
     if tokenizer is not None:
@@ -210,11 +210,18 @@ class Run:
     return state, step
 
   # ---- sampling ---------------------------------------------------------------------------------
-  def sample(self, state: TrainState, num: int, cond=None, rng=None, **options) -> jax.Array:
+  def sample(self, state: TrainState, num: int, cond=None, rng=None, sharded: bool = False,
+             **options) -> jax.Array:
     """`num` images in [0, 1] from the EMA parameters under `cond`. `options` go to the
-    family's `sample_with` (e.g. guidance_scale, steps) where it has one."""
+    family's `sample_with` (e.g. guidance_scale, steps) where it has one.
+
+    The images come back replicated (readable on every host), unless `sharded`: then they
+    are split over the devices along the batch (when `num` divides evenly), each device
+    drawing its own share instead of all of them, and each host can read only its rows
+    (`genjax.multihost.local_rows`), as the FID evaluator does."""
     rng = jax.random.fold_in(self.base_rng, SAMPLE_STREAM) if rng is None else rng
-    key = tuple(sorted(options.items()))
+    sharded = sharded and num % self.mesh.devices.size == 0
+    key = (sharded,) + tuple(sorted(options.items()))
     if key not in self._compiled:
-      self._compiled[key] = steps.make_sample_fn(self.family, self.mesh, **options)
+      self._compiled[key] = steps.make_sample_fn(self.family, self.mesh, sharded=sharded, **options)
     return self._compiled[key](state.ema_params, rng, cond, num, self.frozen)

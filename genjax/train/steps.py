@@ -100,8 +100,9 @@ def make_eval_step(family: Family, collection, mesh) -> Callable:
                  out_shardings=replicated, compiler_options=_options(mesh))
 
 
-def make_sample_fn(family: Family, mesh, **options) -> Callable:
-  """(ema_params, rng, cond_or_None, num, frozen) -> images float32 [num, H, W, C] in [0, 1].
+def make_sample_fn(family: Family, mesh, sharded: bool = False, **options) -> Callable:
+  """(ema_params, rng, cond_or_None, num, frozen) -> images float32 [num, H, W, C] in [0, 1],
+  replicated, or split along the batch over the mesh when `sharded`.
   `options` (sampler settings such as guidance_scale) go to the family's `sample_with`."""
 
   def sample_fn(ema_params, rng, cond, num, frozen):
@@ -109,8 +110,8 @@ def make_sample_fn(family: Family, mesh, **options) -> Callable:
       return family.sample_with(ema_params, rng, num, cond, frozen=frozen, **options)
     return family.sample(ema_params, rng, num, cond, frozen)
 
-  return jax.jit(sample_fn, static_argnums=(3,), out_shardings=sharding.replicated(mesh),
-                 compiler_options=_options(mesh))
+  out = sharding.batch_sharded(mesh) if sharded else sharding.replicated(mesh)
+  return jax.jit(sample_fn, static_argnums=(3,), out_shardings=out, compiler_options=_options(mesh))
 
 
 def _options(mesh):

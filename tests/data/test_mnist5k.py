@@ -183,6 +183,18 @@ def test_process_shards_are_disjoint_and_cover(data_dir, train_ids):
   assert its[0].get_state() == its[1].get_state()
 
 
+def test_processes_assemble_the_single_process_batch(data_dir, train_ids):
+  """Process 0's rows then process 1's are, row for row, what one process reads with the
+  global batch: a run sees the same data in the same order on 1 or N hosts (failed while
+  processes took interleaved rows)."""
+  single = take(train_iter(data_dir, batch_size=16), 300)  # 300 * 16 > 4000: crosses an epoch
+  parts = [take(train_iter(data_dir, batch_size=8, process_index=p, process_count=2), 300)
+           for p in range(2)]
+  for k, batch in enumerate(single):
+    assembled = np.concatenate([parts[0][k]["image"], parts[1][k]["image"]])
+    np.testing.assert_array_equal(assembled, batch["image"])
+
+
 def test_uneven_shards(data_dir, train_ids):
   """3 processes on 4,000 examples: one epoch of the shared stream is still a partition."""
   its = [train_iter(data_dir, batch_size=1, process_index=p, process_count=3) for p in range(3)]
@@ -239,6 +251,18 @@ def test_eval_counts_every_example_once_across_processes(data_dir, splits, proce
     assert n == len(batches)
   assert len(lengths) == 1  # Every process runs the same number of eval steps.
   assert sorted(seen) == list(range(1000))
+
+
+def test_first_eval_batches_are_the_same_examples_on_any_process_count(data_dir):
+  """eval.num_batches=k evaluates the same examples on 1 or 2 hosts (failed while each
+  process read a contiguous half of the split: 2 hosts scored other images)."""
+  one = list(data.eval_batches("mnist5k", batch_size=64, data_dir=data_dir, num_batches=3,
+                               process_index=0, process_count=1))
+  two = [list(data.eval_batches("mnist5k", batch_size=32, data_dir=data_dir, num_batches=3,
+                                process_index=p, process_count=2)) for p in range(2)]
+  for k, batch in enumerate(one):
+    assembled = np.concatenate([two[0][k]["image"], two[1][k]["image"]])
+    np.testing.assert_array_equal(assembled, batch["image"])
 
 
 def test_eval_num_batches(data_dir):
