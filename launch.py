@@ -79,6 +79,9 @@ def launch_elsewhere() -> int | None:
   if FLAGS.tpu:
     if not FLAGS.zone:
       raise ConfigError("--tpu needs --zone (the TPU VM's zone, e.g. us-central2-b)")
+    if not FLAGS.workdir.startswith("gs://"):
+      print(f"genjax: note: every worker of a multi-host slice writes checkpoints to --workdir; "
+            f"{FLAGS.workdir} must be shared by them (use gs://BUCKET/...)", file=sys.stderr)
     return launchers.run_commands(launchers.tpu_vm_commands(args, FLAGS.tpu, FLAGS.zone, FLAGS.project),
                                   FLAGS.dry_run)
   if FLAGS.slurm:

@@ -13,6 +13,7 @@ the commands that start those processes; with `dry_run` they print them instead.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shlex
@@ -50,6 +51,11 @@ def worker_args(argv: Sequence[str]) -> list[str]:
       continue
     out.append(arg)
   return out
+
+
+def _jax_for(accelerator: str) -> str:
+  """The pip requirement of jax for an accelerator, at the version genjax is tested with."""
+  return shlex.quote(f"jax[{accelerator}]=={importlib.metadata.version('jax')}")
 
 
 def _environment() -> str:
@@ -99,12 +105,13 @@ def run_local(args: Sequence[str], processes: int, devices_per_process: int, dry
 # ------------------------------------------------------------------------------ TPU VM slices
 
 def tpu_vm_commands(args: Sequence[str], tpu: str, zone: str, project: str | None = None) -> list[list[str]]:
-  """Copies this checkout to every worker of the TPU VM slice, sets it up there and runs
-  launch.py ARGS on all workers at once (they find each other through the TPU metadata)."""
+  """Copies this checkout's committed HEAD to every worker of the TPU VM slice, sets it up
+  there and runs launch.py ARGS on all workers at once (they find each other through the
+  TPU metadata). The workdir must be one every worker can write: a gs:// bucket."""
   where = [f"--zone={zone}", *([f"--project={project}"] if project else [])]
   archive = f"/tmp/{REMOTE_DIR}.tar.gz"
   remote = (f"mkdir -p ~/{REMOTE_DIR} && tar xzf ~/{REMOTE_DIR}.tar.gz -C ~/{REMOTE_DIR} && "
-            f"cd ~/{REMOTE_DIR} && make setup && .venv/bin/pip install --quiet 'jax[tpu]' && "
+            f"cd ~/{REMOTE_DIR} && make setup && .venv/bin/pip install --quiet {_jax_for('tpu')} && "
             f"{_environment()} .venv/bin/python launch.py {shlex.join(args)}")
   return [
       ["git", "-C", REPO, "archive", "--format=tar.gz", "-o", archive, "HEAD"],
@@ -126,7 +133,7 @@ def slurm_script(args: Sequence[str], nodes: int, gpus_per_node: int, time: str 
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
   lines += ["", "set -euo pipefail", f"cd {shlex.quote(REPO)}",
-            "# The GPU build of jax: .venv/bin/pip install 'jax[cuda12]' (once, on a login node).",
+            f"# The GPU build of jax, once, on a login node: .venv/bin/pip install {_jax_for('cuda12')}",
             f"srun --kill-on-bad-exit=1 env {_environment()} .venv/bin/python launch.py "
             f"{shlex.join([*args, '--distributed=on'])}", ""]
   return "\n".join(lines)
@@ -144,7 +151,7 @@ def xpk_command(args: Sequence[str], cluster: str, tpu_type: str, num_slices: in
     image, setup = [f"--docker-image={docker_image}"], ""
   else:
     image = ["--base-docker-image=python:3.11", f"--script-dir={REPO}"]
-    setup = "pip install --quiet -r requirements.txt 'jax[tpu]' && "
+    setup = f"pip install --quiet -r requirements.txt {_jax_for('tpu')} && "
   command = f"{setup}{_environment()} python launch.py {shlex.join(args)}"
   return ["xpk", "workload", "create", f"--cluster={cluster}", f"--workload={workload}",
           f"--tpu-type={tpu_type}", f"--num-slices={num_slices}", *image,
