@@ -4,7 +4,6 @@ genjax.train.run.Run (eval and sample rebuild the run from WORKDIR/config.json).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from typing import Optional, Sequence
@@ -13,9 +12,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from genjax import multihost, paths
 from genjax.errors import ConfigError
 from genjax.train import loop, sweep
 from genjax.train.image_grid import make_grid, save_png
+from genjax.train.preemption import PreemptionWatcher
 from genjax.train.run import PROMPT_STREAM, Run
 
 
@@ -59,16 +60,16 @@ def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file:
     captions = list(run.host_captions(num_samples)) if run.tokenizer is not None else []
   rng = jax.random.fold_in(jax.random.fold_in(run.base_rng, PROMPT_STREAM), step)
   images = np.asarray(run.sample(state, len(captions) or num_samples, cond, rng, **options))
-  out_dir = out_dir or os.path.join(workdir, f"samples_{step}")
+  out_dir = paths.resolve(out_dir or paths.resolve(workdir) / f"samples_{step}")
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    save_png(os.path.join(out_dir, "grid.png"), make_grid(images, columns))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_png(out_dir / "grid.png", make_grid(images, columns))
     for i, image in enumerate(images):
       name = f"{i:04d}" + (f"_{_slug(captions[i])}" if captions else "")
-      save_png(os.path.join(out_dir, name + ".png"), make_grid(image[None], 1, pad=0))
+      save_png(out_dir / (name + ".png"), make_grid(image[None], 1, pad=0))
     if captions:
-      with open(os.path.join(out_dir, "captions.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(f"{i:04d}\t{c}" for i, c in enumerate(captions)) + "\n")
+      (out_dir / "captions.txt").write_text(
+          "\n".join(f"{i:04d}\t{c}" for i, c in enumerate(captions)) + "\n", encoding="utf-8")
     what = f"{len(prompts)} prompt(s) x {num_samples}" if prompts else str(num_samples)
     g = f", guidance {guidance}" if guidance is not None else ""
     print(f"genjax: {what} samples from step {step}{g} -> {out_dir}/grid.png (+ one PNG per image)")
@@ -84,10 +85,19 @@ def run_sweep(config, workdir, config_path: str) -> None:
   if not hasattr(module, "get_hyper"):
     raise ConfigError(f"{config_path} defines no get_hyper(h); nothing to sweep")
   runs = module.get_hyper(sweep)
-  for i, overrides in enumerate(runs):
-    name = sweep.run_name(overrides)
-    print(f"genjax: sweep run {i + 1}/{len(runs)}: {name}", flush=True)
-    loop.train_and_evaluate(sweep.apply_overrides(config, overrides), os.path.join(workdir, f"{i:03d}"))
+  preemption = PreemptionWatcher()  # one for the whole sweep: a SIGTERM ends it, not one run
+  try:
+    for i, overrides in enumerate(runs):
+      name = sweep.run_name(overrides)
+      multihost.say(f"genjax: sweep run {i + 1}/{len(runs)}: {name}")
+      loop.train_and_evaluate(sweep.apply_overrides(config, overrides),
+                              str(paths.resolve(workdir) / f"{i:03d}"), preemption)
+      if preemption.stopped:
+        multihost.say(f"genjax: sweep preempted during run {i + 1}/{len(runs)}; rerun the same "
+                      f"command to resume it and the runs after it")
+        return
+  finally:
+    preemption.close()
 
 
 def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *, num_samples: int = 64,

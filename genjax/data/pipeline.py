@@ -127,6 +127,12 @@ class TrainIterator:
   def close(self):
     self._it.close()
 
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
 
 def train_iterator(name: str, *, batch_size: int, seed: int, data_dir: str | None = None,
                    split: str = "train", process_index: int | None = None,
@@ -185,6 +191,15 @@ class EvalBatches:
 
   def __next__(self):
     return next(self._it)
+
+  def close(self):
+    self._it.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
 
 
 def eval_batches(name: str, *, batch_size: int, split: str = "test", data_dir: str | None = None,

@@ -16,6 +16,7 @@ it runs standalone too.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import warnings
@@ -25,7 +26,7 @@ from typing import Callable, Iterable
 import jax
 import numpy as np
 
-from genjax import multihost
+from genjax import multihost, paths
 from genjax.errors import InputError
 from genjax.metrics import preprocess
 from genjax.metrics.features import InceptionFeatures
@@ -188,9 +189,9 @@ class FIDEvaluator:
     fingerprint = self._fingerprint(rng)
     num_batches = -(-self.num_samples // self.batch_size)
     stats, start = None, 0
-    state_path = Path(state_path) if state_path is not None else None
+    state_path = paths.resolve(state_path) if state_path is not None else None
     if multihost.is_main() and state_path is not None and state_path.is_file():
-      with np.load(state_path, allow_pickle=False) as z:
+      with np.load(io.BytesIO(state_path.read_bytes()), allow_pickle=False) as z:
         if str(z["fingerprint"]) == fingerprint:
           stats = RunningStats.from_state_dict({k: z[k] for k in
                                                 ("count", "shift", "sum", "sum_outer")})
@@ -248,7 +249,9 @@ class FIDEvaluator:
   @staticmethod
   def _save_state(path, stats, next_batch, fingerprint):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, next_batch=np.asarray(next_batch), fingerprint=np.asarray(fingerprint),
+    buffer = io.BytesIO()
+    np.savez(buffer, next_batch=np.asarray(next_batch), fingerprint=np.asarray(fingerprint),
              **stats.state_dict())
-    os.replace(tmp, path)
+    tmp = path.parent / (path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)  # a crash mid-write leaves the previous state, never half a file

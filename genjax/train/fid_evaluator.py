@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from genjax import data, multihost
+from genjax import data, multihost, paths
 from genjax.metrics.features import InceptionFeatures
 from genjax.metrics.fid_eval import FIDEvaluator, features_in_order, reference_stats
 from genjax.metrics.kid import kernel_inception_distance
@@ -35,7 +34,7 @@ class TrainingFID:
     self.num_samples = cfg.fid_samples
     self.mode = cfg.fid_mode
     self.reference_count = cfg.get("fid_reference_count", -1)
-    self.state_dir = Path(run.workdir) / "eval_state"
+    self.state_dir = paths.resolve(run.workdir) / "eval_state"
     self.checkpoint_every = checkpoint_every  # sampler calls between saves of the running sums
     self._features = features
     self._reference = None
@@ -50,15 +49,16 @@ class TrainingFID:
   def _reference_images(self):
     cfg = self.run.config
     remaining = self.reference_count if self.reference_count > 0 else None
-    for batch in data.eval_batches(cfg.dataset, batch_size=cfg.eval.batch_size, split=cfg.eval.split,
-                                   data_dir=self.run.data_dir, process_index=0, process_count=1):
-      images = batch["image"][batch["mask"] > 0]
-      if remaining is not None:
-        images, remaining = images[:remaining], remaining - min(remaining, len(images))
-      if len(images):
-        yield images
-      if remaining == 0:
-        return
+    with data.eval_batches(cfg.dataset, batch_size=cfg.eval.batch_size, split=cfg.eval.split,
+                           data_dir=self.run.data_dir, process_index=0, process_count=1) as batches:
+      for batch in batches:
+        images = batch["image"][batch["mask"] > 0]
+        if remaining is not None:
+          images, remaining = images[:remaining], remaining - min(remaining, len(images))
+        if len(images):
+          yield images
+        if remaining == 0:
+          return
 
   def reference(self) -> dict:
     if self._reference is None:

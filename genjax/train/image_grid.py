@@ -7,6 +7,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from genjax import paths
+
 
 def make_grid(images, columns: int | None = None, pad: int = 2) -> np.ndarray:
   """images: [N, H, W, C] float in [0, 1] -> uint8 [rows*(H+pad)+pad, ..., 3 or 1]."""
@@ -22,5 +24,7 @@ def make_grid(images, columns: int | None = None, pad: int = 2) -> np.ndarray:
   return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save_png(path: str, grid: np.ndarray) -> None:
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+def save_png(path, grid: np.ndarray) -> None:
+  """Writes a uint8 grid as a PNG to a local path or a gs:// URI."""
+  with paths.resolve(path).open("wb") as f:
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(f, format="PNG")

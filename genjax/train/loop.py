@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import jax
 import ml_collections
 
-from genjax import multihost
+from genjax import multihost, paths
 from genjax.errors import NonFiniteLossError, TrainingFailedError
 from genjax.train import sharding, steps
 from genjax.train.checkpoint import Checkpointer
@@ -32,16 +31,13 @@ HEALTH_PATIENCE = 3
 
 
 def _write_config(config, workdir):
-  path = os.path.join(workdir, "config.json")
+  path = paths.resolve(workdir) / "config.json"
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() != text:
-        logging.warning("config differs from the one this workdir was started with; "
-                        "the old one is kept as config.previous.json")
-        os.replace(path, os.path.join(workdir, "config.previous.json"))
-  with open(path, "w") as f:
-    f.write(text)
+  if path.exists() and path.read_text() != text:
+    logging.warning("config differs from the one this workdir was started with; "
+                    "the old one is kept as config.previous.json")
+    path.replace(path.parent / "config.previous.json")
+  path.write_text(text)
 
 
 def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
@@ -111,8 +107,8 @@ def evaluate_latest(run: Run) -> dict:
   finally:
     writer.close()
   if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, f"eval_{step}.json"), "w") as f:
-      json.dump({"step": step, **results}, f, indent=2)
+    (paths.resolve(run.workdir) / f"eval_{step}.json").write_text(
+        json.dumps({"step": step, **results}, indent=2))
     print(json.dumps({"step": step, **results}, indent=2))
   return results
 
@@ -124,17 +120,20 @@ def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer
     multihost.say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       preemption: PreemptionWatcher | None = None) -> TrainState:
   """Trains `config.family` on `config.dataset`, resuming from `workdir` if it
-  holds a checkpoint. Returns the final TrainState."""
+  holds a checkpoint. Returns the final TrainState (after a preemption, the state saved;
+  `preemption.stopped` then says so: pass a watcher to know, as a sweep does)."""
   run = Run.create(config, workdir)
   is_main = jax.process_index() == 0
   if is_main:
-    os.makedirs(workdir, exist_ok=True)
+    paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
     _write_config(config, workdir)
   writer = MetricWriter(workdir, enabled=is_main)
   checkpointer = run.checkpointer()
-  preemption = PreemptionWatcher()
+  own_watcher = preemption is None
+  preemption = preemption or PreemptionWatcher()
 
   state = run.init_state()
   train_iter = run.train_iterator()
@@ -157,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     multihost.say(f"genjax: finishing the evaluation of step {start} that was interrupted")
     _evaluate_and_log(evaluator, state, start, writer)
 
-  probe_batch = run.to_model_batch(next(run.train_iterator()))
+  probe_batch = run.first_train_batch()
   collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch, run.frozen))
   train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
   acc = steps.empty_accumulator(collection, run.mesh)
@@ -195,14 +194,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         _check_finite(state, checkpointer)
         _evaluate_and_log(evaluator, state, step, writer)
   finally:
+    train_iter.close()
     checkpointer.close()
     writer.close()
-    preemption.close()
+    if own_watcher:
+      preemption.close()
 
   if step == config.total_steps and step > start and is_main:
-    outputs = {"config": os.path.join(workdir, "config.json"), "metrics": writer.jsonl_path,
+    outputs = {"config": paths.resolve(workdir) / "config.json", "metrics": writer.jsonl_path,
                **evaluator.last_paths, "checkpoints": checkpointer.directory,
-               "tensorboard": f"tensorboard --logdir {os.path.join(workdir, 'tensorboard')}"}
+               "tensorboard": f"tensorboard --logdir {paths.resolve(workdir) / 'tensorboard'}"}
     multihost.say(f"genjax: done, {step - start} steps in {format_duration(time.perf_counter() - t_start)}.\n" +
          "\n".join(f"  {name + ':':<17}{where}" for name, where in outputs.items()))
   return state

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Mapping
 
 import numpy as np
 
+from genjax import paths
 from genjax.train.image_grid import make_grid, save_png
 
 
@@ -24,21 +24,21 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-    self.samples_dir = os.path.join(workdir, "samples")
+    workdir = paths.resolve(workdir)
+    self.jsonl_path = workdir / "metrics.jsonl"
+    self.samples_dir = workdir / "samples"
     self._tb = None
     if enabled:
-      os.makedirs(self.samples_dir, exist_ok=True)
+      self.samples_dir.mkdir(parents=True, exist_ok=True)
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 writes
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def truncate_after(self, step: int) -> None:
     """On resume, drops lines logged after the restored checkpoint, so the
     metrics of the replayed steps are not recorded twice."""
-    if not self.enabled or not os.path.exists(self.jsonl_path):
+    if not self.enabled or not self.jsonl_path.exists():
       return
-    with open(self.jsonl_path) as f:
-      lines = [l for l in f if l.strip()]
+    lines = [l + "\n" for l in self.jsonl_path.read_text().splitlines() if l.strip()]
     keep = []
     for line in lines:
       try:
@@ -46,25 +46,24 @@ class MetricWriter:
           keep.append(line)
       except (ValueError, KeyError):
         continue  # a line cut short by a crash
-    with open(self.jsonl_path, "w") as f:
-      f.writelines(keep)
+    self.jsonl_path.write_text("".join(keep))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _json_value(v) for k, v in scalars.items()}}
-    with open(self.jsonl_path, "a") as f:
+    with self.jsonl_path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in scalars.items():
       self._tb.add_scalar(k, float(v), int(step))
     self._tb.flush()
 
-  def write_images(self, step: int, name: str, images) -> str | None:
+  def write_images(self, step: int, name: str, images):
     """Saves a grid as samples/<name>_<step>.png and to TensorBoard; returns the path."""
     if not self.enabled:
       return None
     grid = make_grid(np.asarray(images))
-    path = os.path.join(self.samples_dir, f"{name}_{int(step):07d}.png")
+    path = self.samples_dir / f"{name}_{int(step):07d}.png"
     save_png(path, grid)
     self._tb.add_image(name, grid, int(step), dataformats="HWC")
     self._tb.flush()

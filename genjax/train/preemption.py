@@ -12,6 +12,7 @@ class PreemptionWatcher:
 
   def __init__(self):
     self._requested = False
+    self.stopped = False  # should_stop has said True: the run saved and stopped
     self._previous = None
     if jax.process_count() == 1:
       try:
@@ -29,8 +30,10 @@ class PreemptionWatcher:
       # All hosts must agree on the step at which they stop; JAX's preemption
       # sync manager (set up by jax.distributed.initialize) coordinates it.
       from jax.experimental import multihost_utils
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._requested
+      self.stopped = multihost_utils.reached_preemption_sync_point(step)
+    else:
+      self.stopped = self._requested
+    return self.stopped
 
   def close(self):
     if self._previous is not None:

@@ -13,7 +13,6 @@ Stages, conditions and restores are handled here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Optional, Sequence
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genjax import data, multihost
+from genjax import data, multihost, paths
 from genjax.errors import CheckpointError, ConfigError
 from genjax.families import DataSpec, TextSpec, build_family
 from genjax.train import sharding, stages as stages_lib, steps
@@ -101,6 +100,14 @@ class Run:
       batch["mask"] = local["mask"]
     return sharding.global_batch(batch, self.mesh)
 
+  def first_train_batch(self) -> dict:
+    """The first global training batch (the iterator is opened and closed again)."""
+    iterator = self.train_iterator()
+    try:
+      return self.to_model_batch(next(iterator))
+    finally:
+      iterator.close()
+
   def train_iterator(self):
     return data.train_iterator(
         self.config.dataset, batch_size=sharding.per_process_batch_size(self.config.batch_size),
@@ -111,23 +118,28 @@ class Run:
     cfg = self.config.eval
     kwargs.setdefault("num_batches", cfg.num_batches)
     local_batch = sharding.per_process_batch_size(cfg.batch_size)
-    for b in data.eval_batches(self.config.dataset, batch_size=local_batch, split=cfg.split,
-                               data_dir=self.data_dir, **kwargs):
-      yield self.to_model_batch(b)
+    batches = data.eval_batches(self.config.dataset, batch_size=local_batch, split=cfg.split,
+                                data_dir=self.data_dir, **kwargs)
+    try:  # also when the caller stops early (next(run.eval_batches()) closes it on release)
+      for b in batches:
+        yield self.to_model_batch(b)
+    finally:
+      batches.close()
 
   def eval_rows(self, num: int, keys=("label", "caption")) -> dict:
     """Host arrays `keys` of the first `num` examples of the eval split, cycled if it is
     smaller (read identically on every process)."""
     parts, have = [], 0
     while have < num:
-      for b in data.eval_batches(self.config.dataset, batch_size=min(num, 1024),
-                                 split=self.config.eval.split, data_dir=self.data_dir,
-                                 process_index=0, process_count=1):
-        keep = min(int(b["mask"].sum()), num - have)
-        parts.append({k: b[k][:keep] for k in keys if k in b})
-        have += keep
-        if have >= num:
-          break
+      with data.eval_batches(self.config.dataset, batch_size=min(num, 1024),
+                             split=self.config.eval.split, data_dir=self.data_dir,
+                             process_index=0, process_count=1) as batches:
+        for b in batches:
+          keep = min(int(b["mask"].sum()), num - have)
+          parts.append({k: b[k][:keep] for k in keys if k in b})
+          have += keep
+          if have >= num:
+            break
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def host_conditions(self, num: int) -> Optional[dict]:
@@ -172,7 +184,7 @@ class Run:
   def init_state(self) -> TrainState:
     """Fresh parameters from the first training batch (the same batch on every
     (re)start, so data-dependent initialisation is reproducible)."""
-    init_batch = self.to_model_batch(next(self.train_iterator()))
+    init_batch = self.first_train_batch()
     family = self.family
 
     def init_fn(rng, batch, frozen):
@@ -186,7 +198,7 @@ class Run:
   def checkpointer(self, read_only: bool = False) -> Checkpointer:
     """The run's checkpoints. `read_only` (eval, sample, scripts) never creates folders nor
     cleans up unfinished saves, so it is safe beside a run that is still training."""
-    return Checkpointer(os.path.join(os.path.abspath(self.workdir), "checkpoints"),
+    return Checkpointer(paths.resolve(self.workdir) / "checkpoints",
                         keep=self.config.keep_checkpoints, create=not read_only)
 
   def restore(self, checkpointer: Checkpointer, step: int, like: TrainState):

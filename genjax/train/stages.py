@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
+from genjax import paths
 from genjax.errors import CheckpointError, ConfigError
 from genjax.families.base import StageInfo
 
@@ -67,13 +67,12 @@ def _split_step(source: str) -> tuple[str, int | None]:
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run was trained with (WORKDIR/config.json)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = paths.resolve(workdir) / "config.json"
+  if not path.is_file():
     raise ConfigError(f"{workdir} holds no config.json; is it a genjax workdir? (train it first: "
                       f"python launch.py --config=... --workdir={workdir})")
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read {path}: {e}") from e
 
@@ -81,12 +80,12 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
 def _load_workdir_stage(name: str, source: str) -> Stage:
   from genjax.train.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   workdir, step = _split_step(source)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isdir(workdir):
+  workdir = paths.resolve(workdir)
+  if not workdir.is_dir():
     raise ConfigError(f"stage {name!r}: workdir {workdir} does not exist; train that stage first "
                       f"or fix config.stages.{name}")
   config = read_run_config(workdir)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=10**6, create=False)
+  checkpointer = Checkpointer(workdir / "checkpoints", keep=10**6, create=False)
   try:
     available = checkpointer.all_steps()
     if not available:
@@ -123,7 +122,7 @@ def stage_infos(config) -> dict[str, StageInfo]:
   for name, source in (config.get("stages") or {}).items():
     cfg = None
     if not str(source).startswith(PRETRAINED_PREFIX):
-      cfg = read_run_config(os.path.abspath(os.path.expanduser(_split_step(str(source))[0])))
+      cfg = read_run_config(_split_step(str(source))[0])
     out[name] = StageInfo(name, str(source), cfg)
   return out
 
