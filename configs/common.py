@@ -90,6 +90,13 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.ema_decay = 0.999
 
+  # Parallelism (genjax/train/sharding.py): batches are split over every device; fsdp = F > 1
+  # also splits the parameters, optimizer state and EMA over F devices (FSDP / ZeRO-3), for
+  # models too big to replicate. Arrays under min_shard_size elements stay replicated.
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.fsdp = 1
+  c.sharding.min_shard_size = 2**14
+
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"  # adam | adamw
   c.optim.learning_rate = 1e-3

@@ -69,8 +69,13 @@ class Checkpointer:
     """The EMA parameters of a checkpoint as host arrays, without knowing the model that
     wrote them (for loading an earlier run as a frozen stage)."""
     try:
+      # Onto this process's first device, whatever the topology that saved it (several hosts,
+      # FSDP-split arrays): without a target orbax refuses a checkpoint of another topology.
+      metadata = self._manager.item_metadata(step)["state"]
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore()))
+          state=ocp.args.StandardRestore(target)))
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"cannot read checkpoint step {step} in {self.directory}: "
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e

@@ -63,7 +63,8 @@ class Evaluator:
                             jax.random.PRNGKey(0), run.frozen)
     self.collection = steps.averages(shapes) if shapes else None
     if self.collection is not None:
-      self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh)
+      self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh,
+                                            sharding.shardings_of(state.ema_params))
     # Replicated outputs: every host can read them (a batch-sharded output would leave
     # process 0 unable to read the rows on other hosts' devices).
     self.images_fn = jax.jit(run.family.eval_images, out_shardings=sharding.replicated(run.mesh))
@@ -158,7 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   probe_batch = run.first_train_batch()
   collection = steps.averages(steps.train_metric_names(run.family, state, probe_batch, run.frozen))
-  train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh)
+  train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh,
+                                     state_sharding=sharding.shardings_of(state))
   acc = steps.empty_accumulator(collection, run.mesh)
   progress = Progress(config.total_steps, config.batch_size, start)
   t_start = time.perf_counter()

