@@ -75,6 +75,9 @@ def get_config(arg=None):
   m.loss_weighting = "none"  # none | min_snr
   m.timestep_power = 1.0  # training t = floor(T u^power), u ~ U(0, 1): 1 uniform, < 1 noisier
   m.min_snr_gamma = 5.0
+  # float32 | bfloat16: the U-Net and text encoder compute in bfloat16 on float32 parameters
+  # (genjax/nn/precision.py); for accelerators (on CPU bfloat16 is emulated and slower).
+  m.compute_dtype = "float32"
   # Class conditioning and classifier-free guidance.
   m.conditional = args.conditional
   m.p_uncond = 0.1  # prob. of training on the null label

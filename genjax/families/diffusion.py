@@ -79,6 +79,7 @@ import optax
 
 from genjax.errors import ConfigError
 from genjax.families.base import Batch, DataSpec, Family, Metrics, PyTree
+from genjax.nn import precision
 from genjax.nn.images import symmetric_to_unit, uint8_to_symmetric
 from genjax.nn.unet import UNet, null_label
 from genjax.optim import make_optimizer
@@ -366,7 +367,8 @@ class Diffusion(Family):
     self.pad = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
     self.model_shape = (h + ph, w + pw, c)
     self.num_classes = data.num_classes if self.conditional else 0
-    self.unet = UNet(ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
+    self.dtype = precision.compute_dtype(m.get("compute_dtype", "float32"))
+    self.unet = UNet(dtype=self.dtype, ch=m.ch, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks,
                      attn_resolutions=tuple(m.attn_resolutions), num_heads=m.num_heads,
                      dropout=m.dropout, num_classes=self.num_classes, out_channels=c,
                      max_groups=m.norm_groups,
@@ -412,7 +414,7 @@ class Diffusion(Family):
         ids = jnp.where(drop[:, None], null_ids, ids)
         mask = jnp.where(drop[:, None], null_mask, mask)
       encoder_params = params["text_encoder"] if self.text_mode == "trainable" else frozen["text_encoder"]
-      context, pooled = self.text_encoder.apply(encoder_params, ids, mask)
+      context, pooled = self.text_encoder.apply(precision.cast_floats(encoder_params, self.dtype), ids, mask)
       out.update(context=context, context_mask=mask, pooled=pooled)
     return out
 
@@ -430,7 +432,8 @@ class Diffusion(Family):
   def denoise(self, params, x, t, conditioning: dict, **kwargs):
     """The U-Net on (x_t, t) under `conditioning` (from `conditioning`/`null_conditioning`)."""
     c = conditioning
-    return self.unet.apply(self._unet_params(params), x, t, c.get("labels"), c.get("context"),
+    return self.unet.apply(precision.cast_floats(self._unet_params(params), self.dtype), x, t,
+                           c.get("labels"), c.get("context"),
                            c.get("context_mask"), c.get("pooled"), **kwargs)
 
   # ---- data <-> model space ----------------------------------------------------------------

@@ -35,7 +35,7 @@ layer are zero-initialised, so a fresh network is the identity on its skip paths
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -195,6 +195,10 @@ class UNet(nn.Module):
   position_embedding: bool = False
   cross_attn_resolutions: Sequence[int] = ()
   layout_resolutions: Sequence[int] = ()
+  # Compute dtype: with bfloat16 parameters (genjax.nn.precision.cast_floats) every layer
+  # computes in bfloat16 once its inputs are; normalisation statistics and the attention
+  # softmax stay float32; the output is float32.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, t, labels: Optional[jax.Array] = None,
@@ -205,7 +209,10 @@ class UNet(nn.Module):
     if x.shape[1] % factor or x.shape[2] % factor:
       raise ValueError(f"U-Net input {x.shape[1]}x{x.shape[2]} must be divisible by {factor}")
     emb_dim = 4 * self.ch
-    emb = timestep_embedding(t, self.ch)
+    x = x.astype(self.dtype)
+    cast = lambda a: None if a is None else a.astype(self.dtype)
+    context, pooled = cast(context), cast(pooled)
+    emb = timestep_embedding(t, self.ch).astype(self.dtype)
     emb = nn.Dense(emb_dim)(nn.silu(nn.Dense(emb_dim)(emb)))
     if self.num_classes > 0:
       if labels is None:
@@ -233,8 +240,8 @@ class UNet(nn.Module):
 
     h = conv(self.ch)(x)
     if self.position_embedding:
-      h = h + nn.Dense(self.ch, name="position_proj")(position_features(x.shape[1], x.shape[2],
-                                                                        self.ch))
+      h = h + nn.Dense(self.ch, name="position_proj")(
+          position_features(x.shape[1], x.shape[2], self.ch).astype(self.dtype))
     h = add_layout(h)
     skips = [h]
     for level, mult in enumerate(self.ch_mult):
@@ -259,4 +266,4 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.silu(group_norm(h.shape[-1], self.max_groups)(h))
-    return conv(self.out_channels or x.shape[-1], zero=True)(h)
+    return conv(self.out_channels or x.shape[-1], zero=True)(h).astype(jnp.float32)

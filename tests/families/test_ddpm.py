@@ -472,3 +472,37 @@ def test_unet_layout_map_ties_the_pooled_caption_to_places():
   # Without a pooled vector there is no layout map.
   plain = jax.eval_shape(net.init, jax.random.PRNGKey(1), x, t)
   assert "layout_4" not in plain["params"]
+
+
+
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, inside jit/scan/cond/custom-vjp bodies too."""
+  for e in jaxpr.eqns:
+    yield e
+    for value in e.params.values():
+      for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _eqns(inner)
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+  """model.compute_dtype=bfloat16: every convolution of the train step (forward and backward)
+  runs in bfloat16, the parameters and their update stay float32, and the loss is the float32
+  loss to bfloat16 precision (not bitwise: the switch really changes the arithmetic)."""
+  batch = random_batch(8)
+  tiny = dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,), norm_groups=4)
+  params, opt_state = jax.jit(D.Diffusion(smoke(**tiny), DATA).init)(jax.random.PRNGKey(0), batch)
+  params = jiggle(params)
+  results = {}
+  for name in ("float32", "bfloat16"):
+    family = D.Diffusion(smoke(compute_dtype=name, **tiny), DATA)
+    args = (params, opt_state, batch, jax.random.PRNGKey(1), 0)
+    jaxpr = jax.make_jaxpr(family.train_step)(*args).jaxpr
+    convs = {str(e.invars[0].aval.dtype) for e in _eqns(jaxpr) if e.primitive.name == "conv_general_dilated"}
+    new_params, _, metrics = jax.jit(family.train_step)(*args)
+    results[name] = (float(metrics["loss"]), convs, {str(x.dtype) for x in jax.tree.leaves(new_params)})
+  (loss32, convs32, params32), (loss16, convs16, params16) = results["float32"], results["bfloat16"]
+  assert convs32 == {"float32"} and convs16 == {"bfloat16"}, results
+  assert params32 == params16 == {"float32"}, results
+  assert loss16 != loss32 and abs(loss16 - loss32) <= 2e-2 * abs(loss32), results
