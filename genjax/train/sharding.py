@@ -24,8 +24,9 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # a batch is split over every device
 DEFAULT_MIN_SHARD_SIZE = 2**14  # arrays with fewer elements stay replicated: not worth a gather
 
 
-def make_mesh(fsdp: int = 1) -> Mesh:
-  devices = np.asarray(jax.devices())
+def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
+  """The ("data", "fsdp") mesh over `devices` (default: every device of every host)."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
   if fsdp < 1 or devices.size % fsdp:
     raise ConfigError(f"sharding.fsdp={fsdp} must be >= 1 and divide the number of devices "
                       f"({devices.size})")

@@ -1,6 +1,6 @@
 """genjax on 2 processes x 2 CPU devices (JAX's multi-controller runtime on localhost, gloo
-collectives), against 1 process with 4 devices: the same training, checkpoint and resume,
-evaluation, FID/KID and preemption."""
+collectives), against 1 process with 4 devices: preemption of one process, checkpoint and
+resume, the same training, evaluation, sample grids and FID/KID."""
 
 import json
 import os
@@ -14,9 +14,9 @@ import pytest
 
 from tests.helpers import REPO, free_port, launch, start_processes
 
-CONFIG = ["--config=configs/vae.py:dataset=mnist5k,size=smoke", "--config.optim.schedule=constant",
-          "--config.eval_every=3"]  # constant: stopping at 3 of 6 steps must not change the schedule
-# Max |param difference| allowed between the 2-process and the 1-process run after 6 steps. The
+# constant: the schedule must not depend on total_steps, which differs between the runs
+CONFIG = ["--config=configs/vae.py:dataset=mnist5k,size=smoke", "--config.optim.schedule=constant"]
+# Max |param difference| allowed between the 2-process and the 1-process run (S + 3 steps). The
 # cross-process all-reduce adds the gradient shards in another order than XLA's in-process one:
 # measured 4.0e-6, the size of the difference between 2 and 4 devices in one process (2.9e-6).
 PARAM_TOLERANCE = 2e-5
@@ -37,39 +37,57 @@ def _eval_metrics(workdir):
     return [r for r in map(json.loads, f) if "eval/nelbo_nats" in r]
 
 
+def _train_processes(workdir, data_dir, *args):
+  address = f"localhost:{free_port()}"
+  return start_processes([[sys.executable, os.path.join(REPO, "launch.py"), *CONFIG, f"--workdir={workdir}",
+                           *args, f"--coordinator_address={address}", "--num_processes=2",
+                           f"--process_id={i}"] for i in range(2)], data_dir=data_dir)
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
-  """(2-process workdir, 1-process workdir): 3 steps on 2 processes, then resumed to 6;
-  6 steps straight on one process with 4 devices."""
+  """(2-process workdir, 1-process workdir, preempted step S): 2 processes train until SIGTERM
+  reaches ONE of them at step S, then resume to S + 3; one process with 4 devices trains
+  S + 3 steps straight."""
   two, one = str(tmp_path_factory.mktemp("two_processes")), str(tmp_path_factory.mktemp("one"))
-  local = ["--local_processes=2", "--local_devices=2"]
-  first = launch([*CONFIG, "--config.total_steps=3", f"--workdir={two}", *local], data_dir=data_dir,
-                 check=True)
-  assert first.stdout.count("genjax: done") == 1, first.stdout  # process 0 alone prints
-  second = launch([*CONFIG, "--config.total_steps=6", f"--workdir={two}", *local], data_dir=data_dir,
-                  check=True)
-  assert "resumed from checkpoint step 3" in second.stdout, second.stdout
-  launch([*CONFIG, "--config.total_steps=6", f"--workdir={one}"], data_dir=data_dir, check=True,
+  procs = _train_processes(two, data_dir, "--config.total_steps=100000", "--config.log_every=1",
+                           "--config.checkpoint_every=100000", "--config.eval_every=0")
+  for line in procs[0].stdout:  # wait until training is under way
+    if line.startswith("[step 3/"):
+      break
+  procs[1].send_signal(signal.SIGTERM)  # process 0 is never signalled
+  outs = [p.communicate(timeout=120)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  stopped = int(outs[0].split("preempted at step ")[1].split(";")[0])
+  assert [d for d in os.listdir(os.path.join(two, "checkpoints")) if d.isdigit()] == [str(stopped)]
+  final = [f"--config.total_steps={stopped + 3}", f"--config.eval_every={stopped + 3}"]
+  resumed = launch([*CONFIG, *final, f"--workdir={two}", "--local_processes=2", "--local_devices=2"],
+                   data_dir=data_dir, check=True)
+  assert f"resumed from checkpoint step {stopped}" in resumed.stdout, resumed.stdout
+  assert resumed.stdout.count("genjax: done") == 1, resumed.stdout  # process 0 alone prints
+  launch([*CONFIG, *final, f"--workdir={one}"], data_dir=data_dir, check=True,
          env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  return two, one
+  return two, one, stopped
 
 
-def test_resumed_two_process_run_matches_one_process(runs):
-  two, one = runs
-  a, b = _state(two, 6), _state(one, 6)
+def test_preempted_and_resumed_two_process_run_matches_one_process(runs):
+  """SIGTERM to one process saves both at the same step; resumed, the run equals one process."""
+  two, one, stopped = runs
+  final = stopped + 3
+  a, b = _state(two, final), _state(one, final)
   assert len(a) == len(b)
   worst = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
               for x, y in zip(a, b))
   assert worst <= PARAM_TOLERANCE, worst
-  assert any(not np.array_equal(x, y) for x, y in zip(_state(two, 3), a))  # it trained on
+  assert any(not np.array_equal(x, y) for x, y in zip(_state(two, stopped), a))  # it trained on
   # Evaluation on the test split, split over both processes: the same numbers.
   ev_two, ev_one = _eval_metrics(two), _eval_metrics(one)
-  assert [r["step"] for r in ev_two] == [r["step"] for r in ev_one] == [3, 6]
+  assert [r["step"] for r in ev_two] == [r["step"] for r in ev_one] == [final]
   for r2, r1 in zip(ev_two, ev_one):
     assert r2["eval/nelbo_nats"] == pytest.approx(r1["eval/nelbo_nats"], rel=1e-4)
   # Sample grids written once, by process 0.
   samples = sorted(os.listdir(os.path.join(two, "samples")))
-  assert "samples_0000006.png" in samples and "reconstructions_0000006.png" in samples, samples
+  assert f"samples_{final:07d}.png" in samples and f"reconstructions_{final:07d}.png" in samples, samples
 
 
 def _fid(workdir, data_dir, processes):
@@ -90,7 +108,7 @@ def _fid(workdir, data_dir, processes):
 
 
 def test_fid_on_two_processes_equals_one_process(runs, data_dir):
-  two, _ = runs
+  two, _, _ = runs
   both = _fid(two, data_dir, processes=2)
   alone, = _fid(two, data_dir, processes=1)
   assert alone["devices"] == 4 and [r["devices"] for r in both] == [4, 4]
@@ -101,21 +119,3 @@ def test_fid_on_two_processes_equals_one_process(runs, data_dir):
   # Each sample's features computed exactly once: half on each process.
   assert [r["features_computed"] for r in both] == [12, 12]
   assert alone["features_computed"] == 24
-
-
-def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(tmp_path, data_dir):
-  address = f"localhost:{free_port()}"
-  workdir = tmp_path / "run"
-  procs = start_processes(
-      [[sys.executable, os.path.join(REPO, "launch.py"), CONFIG[0], f"--workdir={workdir}",
-        "--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.log_every=1",
-        "--config.eval_every=0", f"--coordinator_address={address}", "--num_processes=2",
-        f"--process_id={i}"] for i in range(2)], data_dir=data_dir)
-  for line in procs[0].stdout:  # wait until training is under way
-    if line.startswith("[step 3/"):
-      break
-  procs[1].send_signal(signal.SIGTERM)  # the other process is never signalled
-  outs = [p.communicate(timeout=120)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs
-  step = int(outs[0].split("preempted at step ")[1].split(";")[0])
-  assert [d for d in os.listdir(workdir / "checkpoints") if d.isdigit()] == [str(step)]
