@@ -8,10 +8,30 @@ import pytest
 from genjax import data
 from genjax.data import catalog
 from genjax.data import offline_sources
+from genjax.errors import DatasetError
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(offline_sources.FASHION_MNIST_DIR),
-    reason=f"{offline_sources.FASHION_MNIST_DIR} missing: `sudo apt-get install dataset-fashion-mnist`")
+# Where genjax reads it from: $GENJAX_FASHION_MNIST_DIR, else Debian's path. Missing data FAILS
+# these tests (never skips them): `make test` installs the package, so CI always has it.
+FASHION_DIR = os.environ.get("GENJAX_FASHION_MNIST_DIR") or offline_sources.FASHION_MNIST_DIR
+
+
+@pytest.fixture(autouse=True)
+def _installed():
+  if not os.path.isdir(FASHION_DIR):
+    pytest.fail(f"Fashion-MNIST is missing at {FASHION_DIR}: `sudo apt-get install "
+                f"dataset-fashion-mnist` (make test does it), or set GENJAX_FASHION_MNIST_DIR",
+                pytrace=False)
+
+
+def test_the_data_directory_comes_from_the_environment(tmp_path, monkeypatch):
+  for name in os.listdir(FASHION_DIR):
+    (tmp_path / name).symlink_to(os.path.join(FASHION_DIR, name))
+  monkeypatch.setenv("GENJAX_FASHION_MNIST_DIR", str(tmp_path))
+  images, _ = offline_sources.load_fashion_mnist("test")
+  assert images.shape == (10000, 28, 28, 1)
+  monkeypatch.setenv("GENJAX_FASHION_MNIST_DIR", str(tmp_path / "elsewhere"))
+  with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
+    offline_sources.load_fashion_mnist("test")
 
 
 def test_idx_parsing_matches_pinned_files():
