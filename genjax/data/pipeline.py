@@ -81,7 +81,27 @@ class _ShuffledBatchIndices:
     return indices
 
 
-class TrainIterator:
+class _GrainIterator:
+  """An iterator over a grain dataset iterator `self._it`, closable (`with` or `close()`)
+  so its prefetch threads end with the run."""
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self._it)
+
+  def close(self):
+    self._it.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+class TrainIterator(_GrainIterator):
   """Infinite iterator of {"image": uint8[B,H,W,C], "label": int32[B], ...} batches (the dict
   `reader.read` returns: captioned datasets add "caption" and their integer features).
 
@@ -103,12 +123,6 @@ class TrainIterator:
   def _read(self, indices):
     return self.reader.read(indices)
 
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    return next(self._it)
-
   def get_state(self) -> dict:
     return {"grain": self._it.get_state(), **self._config}
 
@@ -123,15 +137,6 @@ class TrainIterator:
                             f"pipeline ({diff}); restore with the same data settings, or restore "
                             f"without the iterator state to restart the data order")
     self._it.set_state(state["grain"])
-
-  def close(self):
-    self._it.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
 
 
 def train_iterator(name: str, *, batch_size: int, seed: int, data_dir: str | None = None,
@@ -152,7 +157,7 @@ def train_iterator(name: str, *, batch_size: int, seed: int, data_dir: str | Non
                        process_count=process_count, num_threads=num_threads)
 
 
-class EvalBatches:
+class EvalBatches(_GrainIterator):
   """Finite iterator of {"image", "label", ..., "mask": float32[B]} batches; len() = batches.
 
   Global batch k is examples [k * B * N, (k + 1) * B * N) of the split (B per process, N
@@ -185,21 +190,6 @@ class EvalBatches:
 
   def __len__(self):
     return self._len
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    return next(self._it)
-
-  def close(self):
-    self._it.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
 
 
 def eval_batches(name: str, *, batch_size: int, split: str = "test", data_dir: str | None = None,
