@@ -33,8 +33,20 @@ def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   return Mesh(devices.reshape(-1, fsdp), (DATA_AXIS, FSDP_AXIS))
 
 
+# Families whose FSDP gradients were checked against one device (tests/train/test_fsdp.py).
+# The VAE's were NOT equal: its encoder gradients came out up to 74% off under fsdp=4 on
+# XLA:CPU while data parallelism matched one device exactly (docs/status.md), so FSDP is
+# refused for the others until each is checked.
+FSDP_CHECKED_FAMILIES = ("ddpm",)
+
+
 def mesh_for(config) -> Mesh:
-  return make_mesh(int(config.get("sharding", {}).get("fsdp", 1)))
+  fsdp = int(config.get("sharding", {}).get("fsdp", 1))
+  if fsdp > 1 and config.family not in FSDP_CHECKED_FAMILIES:
+    raise ConfigError(f"sharding.fsdp={fsdp} is checked only for the {', '.join(FSDP_CHECKED_FAMILIES)} "
+                      f"family (U-Net and text encoders); {config.family}'s gradients under it did not "
+                      f"match one device. Use sharding.fsdp=1 (data parallelism)")
+  return make_mesh(fsdp)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
