@@ -82,6 +82,13 @@ def gather_rows(x: np.ndarray) -> np.ndarray:
   return np.concatenate(parts)
 
 
+def gather_in_order(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+  """Every process's `rows`, one array on every process, ordered by their int64 `keys`
+  (e.g. global sample indices): the order one process would have produced them in."""
+  order = np.argsort(gather_rows(np.asarray(keys, np.int64)), kind="stable")
+  return gather_rows(rows)[order]
+
+
 def any_process(flag: bool) -> bool:
   """True on every process if `flag` is True on any of them."""
   if jax.process_count() == 1:

@@ -122,8 +122,7 @@ def features_in_order(features: InceptionFeatures, batches: Iterable, mode: str 
   local = np.concatenate(feats) if feats else None
   dim = multihost.gather_rows(np.asarray([[0 if local is None else local.shape[1]]])).max()
   local = local if local is not None else np.zeros((0, dim), np.float32)
-  keys = multihost.gather_rows(np.concatenate(keys))
-  return multihost.gather_rows(local)[np.argsort(keys, kind="stable")]
+  return multihost.gather_in_order(local, np.concatenate(keys))
 
 
 def _key_fingerprint(rng) -> str:
@@ -234,8 +233,7 @@ class FIDEvaluator:
     out = {"fid": fid, "fid_num_samples": stats.count, "features_computed_here": computed}
     if keep_features:
       local = np.concatenate(kept) if kept else np.zeros((0, stats.dim), np.float32)
-      order = np.argsort(multihost.gather_rows(np.concatenate(kept_keys)), kind="stable")
-      out["features"] = multihost.gather_rows(local.astype(np.float32))[order]
+      out["features"] = multihost.gather_in_order(local.astype(np.float32), np.concatenate(kept_keys))
     return out
 
   @staticmethod
