@@ -63,7 +63,8 @@ def _environment() -> str:
   return " ".join(["PYTHONUNBUFFERED=1", *pairs])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+  """A TCP port on localhost nobody listens on now (for a local coordinator)."""
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
@@ -75,7 +76,7 @@ def run_local(args: Sequence[str], processes: int, devices_per_process: int, dry
   """Starts `processes` copies of launch.py ARGS on this machine, each with its own
   `devices_per_process` CPU devices, joined into one multi-process run; returns the worst
   exit code. SIGTERM / Ctrl-C here is passed on to every process (they save and stop)."""
-  port = _free_port()
+  port = free_port()
   commands = [[sys.executable, os.path.join(REPO, "launch.py"), *args,
                f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
                f"--process_id={i}"] for i in range(processes)]

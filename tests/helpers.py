@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from genjax.launchers import free_port  # noqa: F401  (tests start local coordinators with it)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -33,13 +35,6 @@ def launch(args, *, data_dir, env_extra=None, timeout=300, check=False):
   if check and proc.returncode != 0:
     raise AssertionError(f"launch.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
   return proc
-
-
-def free_port() -> int:
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def start_processes(commands, *, data_dir, devices_per_process=2):
