@@ -3,9 +3,15 @@
 The mesh has two axes, ("data", "fsdp"), over all devices of all hosts. Batches are split
 along their leading axis over every device. The training state (parameters, optimizer
 state, EMA) is replicated, unless `config.sharding.fsdp` = F > 1: then each large array is
-split over F devices along one of its dimensions (FSDP / ZeRO-3: XLA gathers a layer's
-weights where they are used and reduce-scatters its gradients), so each device holds about
-1/F of the state. The same code runs on 1 CPU, 8 simulated CPU devices, a GPU, and a TPU pod.
+split over F devices along one of its dimensions (ZeRO-3 storage), so each device holds about
+1/F of the state between steps. Inside a step the parameters are gathered whole (`gathered`)
+for the forward and backward passes, and the gradients are reduced onto the split optimizer
+state, so the peak adds one whole copy of the parameters and gradients. Why not let XLA gather
+each layer's weights where it is used: its sharding propagation through reshapes of split
+feature dimensions (a dense layer reshaped into a feature map, GroupNorm's channel groups)
+produced WRONG gradients on XLA:CPU (the VAE's encoder gradients off by up to 179% with F=4,
+tests/train/test_fsdp.py), while gathering first is exact for every family.
+The same code runs on 1 CPU, 8 simulated CPU devices, a GPU, and a TPU pod.
 
 Which dimension is split is decided by a rule on the array's shape alone (`fsdp_spec`), so a
 parameter and its Adam moments always share a layout, in every family and text encoder.
@@ -33,24 +39,20 @@ def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
   return Mesh(devices.reshape(-1, fsdp), (DATA_AXIS, FSDP_AXIS))
 
 
-# Families whose FSDP gradients were checked against one device (tests/train/test_fsdp.py).
-# The VAE's were NOT equal: its encoder gradients came out up to 74% off under fsdp=4 on
-# XLA:CPU while data parallelism matched one device exactly (docs/status.md), so FSDP is
-# refused for the others until each is checked.
-FSDP_CHECKED_FAMILIES = ("ddpm",)
-
-
 def mesh_for(config) -> Mesh:
-  fsdp = int(config.get("sharding", {}).get("fsdp", 1))
-  if fsdp > 1 and config.family not in FSDP_CHECKED_FAMILIES:
-    raise ConfigError(f"sharding.fsdp={fsdp} is checked only for the {', '.join(FSDP_CHECKED_FAMILIES)} "
-                      f"family (U-Net and text encoders); {config.family}'s gradients under it did not "
-                      f"match one device. Use sharding.fsdp=1 (data parallelism)")
-  return make_mesh(fsdp)
+  return make_mesh(int(config.get("sharding", {}).get("fsdp", 1)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def gathered(params, mesh: Mesh):
+  """Inside a jitted step: `params` whole on every device (an all-gather of the split arrays
+  when fsdp > 1; nothing otherwise). See the module docstring for why."""
+  if mesh.shape[FSDP_AXIS] == 1:
+    return params
+  return jax.lax.with_sharding_constraint(params, jax.tree.map(lambda _: replicated(mesh), params))
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
