@@ -112,6 +112,7 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.num_batches = -1  # -1: the whole split, every example counted
   c.eval.grid_size = 64  # samples in the PNG grid
+  c.eval.statistics_batches = 0  # > 0: Family.train_statistics over that many training batches
   c.eval.fid_samples = 0  # 0 disables the FID/KID evaluator (genjax/train/fid_evaluator.py)
   c.eval.fid_reference_count = -1  # first N images of the eval split as the reference; -1: all
   c.eval.fid_mode = "default"  # default (pytorch-fid) | tf1 | clean

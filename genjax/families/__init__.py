@@ -14,6 +14,7 @@ FAMILIES = {
     "ddpm": "genjax.families.diffusion:Diffusion",
     "gan": "genjax.families.gan:GAN",
     "flow": "genjax.families.flow:Flow",
+    "autoencoder": "genjax.families.autoencoder:Autoencoder",
 }
 
 

