@@ -87,6 +87,7 @@ def get_config(arg=None):
   m.sample_steps = size["sample_steps"]  # DDIM steps (respaced); DDPM always uses all T
   m.eta = size.get("eta", 0.0)  # DDIM noise: 0 deterministic, 1 DDPM-like
   m.ddpm_variance = "small"  # small (posterior btilde) | large (beta)
+  m.latent = False  # True: diffuse a frozen autoencoder stage's latents (configs/ldm.py)
   m.clip_denoised = True
   # Evaluation.
   m.eval_bpd = True  # also estimate the variational bound (2 extra network calls/example)

@@ -45,3 +45,26 @@ def start_processes(commands, *, data_dir, devices_per_process=2):
              JAX_NUM_CPU_DEVICES=str(devices_per_process), XLA_FLAGS=SUITE_XLA_FLAGS)
   return [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True) for command in commands]
+
+
+CAPTION_COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230)}
+CAPTION_PLACES = {"left": 1, "right": 9}
+
+
+def make_captioned_folder(root):
+  """80 16x16 RGB images of a coloured square on the left or right, captioned, with splits
+  (64 train, 16 test). Returns (dataset name, metadata rows)."""
+  import json
+  import numpy as np
+  from PIL import Image
+  rows = []
+  for i in range(80):
+    colour, place = list(CAPTION_COLOURS)[i % 3], list(CAPTION_PLACES)[(i // 3) % 2]
+    image = np.zeros((16, 16, 3), np.uint8)
+    left = CAPTION_PLACES[place]
+    image[5:11, left:left + 6] = CAPTION_COLOURS[colour]
+    Image.fromarray(image).save(root / f"{i:03d}.png")
+    rows.append({"file_name": f"{i:03d}.png", "text": f"a {colour} square on the {place}",
+                 "split": "test" if i >= 64 else "train"})
+  (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  return f"captioned_folder:{root}", rows

@@ -98,7 +98,11 @@ class Autoencoder(Family):
     source = self.stages["lpips"].source if "lpips" in self.stages else None
     if source is not None and source not in LPIPS_STAGES:
       raise ConfigError(f"stages.lpips must be one of {', '.join(LPIPS_STAGES)}, got {source!r}")
-    self.lpips_net = lpips.network(LPIPS_STAGES.get(source, "vgg16"))
+    net = LPIPS_STAGES.get(source, "vgg16")
+    if net == "alexnet" and min(h, w) < 64:
+      raise ConfigError(f"AlexNet LPIPS needs images of at least 64x64 (its stride-4 stem and "
+                        f"pools), these are {h}x{w}: use stages.lpips=pretrained:lpips_vgg16")
+    self.lpips_net = lpips.network(net)
 
   def required_stages(self):
     return ("lpips",)  # the loss (when lpips_weight > 0) and the reported LPIPS
@@ -136,7 +140,9 @@ class Autoencoder(Family):
     l1 = jnp.mean(jnp.abs(x - x_hat), axis=(1, 2, 3))
     return l1, self._lpips(frozen, x, x_hat)
 
-  def autoencoder_update(self, params, opt_state, x, rng, d_on, frozen):
+  def generator_gradients(self, params, x, rng, d_on, frozen):
+    """(gradients of L for the encoder and decoder, x_hat, metrics incl. "loss"); see the
+    module docstring. Built from vjps so LPIPS and D are differentiated once each."""
     m = self.config.model
     n_pixels = math.prod(self.data.image_shape)
 
@@ -175,8 +181,13 @@ class Autoencoder(Family):
     d_w, d_h = output_vjp(d_out)
     (grads,) = features_vjp((d_h, jnp.full_like(kl, m.kl_weight)))
     grads["decoder"]["conv_out"] = jax.tree.map(jnp.add, grads["decoder"]["conv_out"], d_w)
-    updates, ae_opt = self.optimizer.update(grads, opt_state["autoencoder"], ae)
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
+    return grads, x_hat, metrics
+
+  def autoencoder_update(self, params, opt_state, x, rng, d_on, frozen):
+    grads, x_hat, metrics = self.generator_gradients(params, x, rng, d_on, frozen)
+    ae = self.ema_view(params)
+    updates, ae_opt = self.optimizer.update(grads, opt_state["autoencoder"], ae)
     return optax.apply_updates(ae, updates), ae_opt, x_hat, metrics
 
   def discriminator_update(self, d_params, d_opt, x, x_hat, d_on):

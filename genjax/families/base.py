@@ -74,11 +74,15 @@ class DataSpec:
 @dataclasses.dataclass(frozen=True)
 class StageInfo:
   """What a frozen stage is: its source ("pretrained:NAME" or a workdir) and, for a
-  workdir, the source run's own resolved config (None for pretrained weights)."""
+  workdir, the source run's own resolved config (None for pretrained weights). Once the stage
+  is loaded, `step` is its checkpoint step and `statistics` what that run stored for that step
+  (WORKDIR/statistics/step_S.json, e.g. an autoencoder's latent moments), or None."""
 
   name: str
   source: str
   config: Optional[ml_collections.ConfigDict] = None
+  step: Optional[int] = None
+  statistics: Optional[Mapping[str, float]] = None
 
 
 class Family(abc.ABC):

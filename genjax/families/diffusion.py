@@ -361,9 +361,14 @@ class Diffusion(Family):
                         "on a labelled dataset, or a text encoder)")
     self.schedule = Schedule.create(m.schedule, m.timesteps)
     respaced_timesteps(m.timesteps, m.sample_steps)  # validates sample_steps
-    h, w, c = data.image_shape
+    self.latent = bool(m.get("latent", False))
+    self.autoencoder, self.latent_scale = None, None
+    h, w, c = self._build_autoencoder() if self.latent else data.image_shape
     factor = 2 ** (len(m.ch_mult) - 1)
     ph, pw = -h % factor, -w % factor
+    if self.latent and (ph or pw):
+      raise ConfigError(f"the latents are {h}x{w}, not divisible by the U-Net's downsampling factor "
+                        f"{factor} (model.ch_mult={tuple(m.ch_mult)}); use fewer levels")
     self.pad = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
     self.model_shape = (h + ph, w + pw, c)
     self.num_classes = data.num_classes if self.conditional else 0
@@ -392,8 +397,36 @@ class Diffusion(Family):
       return MiniLM()
     return None
 
+  def _build_autoencoder(self):
+    """Latent diffusion: the frozen autoencoder stage (a run of configs/autoencoder.py) and its
+    latent scale (1 / std of its latents on training data, stored by that run). Returns the
+    latent shape, which the U-Net models instead of the image."""
+    m, info = self.config.model, self.stages.get("autoencoder")
+    if m.eval_bpd or m.clip_denoised:
+      raise ConfigError("a latent model needs model.eval_bpd=False (a pixel-space bound) and "
+                        "model.clip_denoised=False (latents are not bounded to [-1, 1])")
+    if info is None:  # check_required names the missing stage right after construction
+      return self.data.image_shape
+    family = info.config.get("family") if info.config is not None else info.source
+    if family != "autoencoder":
+      raise ConfigError(f"stage 'autoencoder' ({info.source}) is a {family} run, not an autoencoder: "
+                        f"point config.stages.autoencoder at a run of configs/autoencoder.py")
+    if info.config.dataset != self.config.dataset:
+      raise ConfigError(f"stage 'autoencoder' ({info.source}) was trained on {info.config.dataset}, this "
+                        f"model on {self.config.dataset}: its latents are of other images")
+    from genjax.families.autoencoder import Autoencoder, latent_scale  # pylint: disable=import-outside-toplevel
+    self.autoencoder = Autoencoder(info.config, self.data)
+    if info.step is not None:  # loaded: the statistics of exactly that checkpoint
+      if not info.statistics or "latent_sq" not in info.statistics:
+        raise ConfigError(f"stage 'autoencoder' ({info.source}) stored no latent statistics for step "
+                          f"{info.step} (statistics/step_{info.step}.json): evaluate that checkpoint "
+                          f"with python launch.py --mode=eval --workdir=<its workdir>, or use a step "
+                          f"it evaluated (config.stages.autoencoder=<workdir>@<step>)")
+      self.latent_scale = latent_scale(info.statistics)
+    return self.autoencoder.latent_shape
+
   def required_stages(self):
-    return ("text_encoder",) if self.text_mode == "frozen" else ()
+    return (("text_encoder",) if self.text_mode == "frozen" else ()) + (("autoencoder",) if self.latent else ())
 
   # ---- conditions ------------------------------------------------------------------------------
   def _unet_params(self, params):
@@ -437,8 +470,19 @@ class Diffusion(Family):
                            c.get("context_mask"), c.get("pooled"), **kwargs)
 
   # ---- data <-> model space ----------------------------------------------------------------
-  def to_model_space(self, images_uint8: jax.Array) -> jax.Array:
+  def to_model_space(self, images_uint8: jax.Array, frozen=None) -> jax.Array:
+    """uint8 images -> what the U-Net diffuses: the image in [-1, 1] (padded), or for a latent
+    model the frozen autoencoder's posterior mean times the latent scale."""
+    if self.latent:
+      mean, _ = self.autoencoder.encode(frozen["autoencoder"], images_uint8)
+      return mean * self.latent_scale
     return jnp.pad(uint8_to_symmetric(images_uint8), self.pad, constant_values=-1.0)
+
+  def to_images(self, x: jax.Array, frozen=None) -> jax.Array:
+    """Model space -> images in [-1, 1] (cropped; a latent model decodes them)."""
+    if self.latent:
+      return jnp.clip(self.autoencoder.decode(frozen["autoencoder"], x / self.latent_scale), -1.0, 1.0)
+    return self.crop(x)
 
   def crop(self, x: jax.Array) -> jax.Array:
     (_, _), (top, _), (left, _), _ = self.pad
@@ -448,7 +492,7 @@ class Diffusion(Family):
   # ---- training ------------------------------------------------------------------------------
   def init(self, rng, batch, frozen=None):
     unet_rng, text_rng = jax.random.split(rng)
-    x = self.to_model_space(batch["image"][:1])
+    x = self.to_model_space(batch["image"][:1], frozen)
     first = jax.tree.map(lambda a: a[:1], batch["cond"])
     params = {}
     if self.text_mode == "trainable":
@@ -491,7 +535,7 @@ class Diffusion(Family):
   def train_step(self, params: PyTree, opt_state: PyTree, batch: Batch, rng, step, frozen=None):
     del step  # the loop has already folded it into rng
     drop_rng, loss_rng = jax.random.split(rng)
-    x0 = self.to_model_space(batch["image"])
+    x0 = self.to_model_space(batch["image"], frozen)
     drop = self.condition_dropout(batch, drop_rng)
 
     diffuse_rng, dropout_rng = jax.random.split(loss_rng)
@@ -545,7 +589,7 @@ class Diffusion(Family):
                       clip_denoised=m.clip_denoised)
     else:
       raise ConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    return symmetric_to_unit(self.crop(x))
+    return symmetric_to_unit(self.to_images(x, frozen))
 
   def sample(self, ema_params, rng, num, cond, frozen=None):
     return self.sample_with(ema_params, rng, num, cond, frozen=frozen)
@@ -555,7 +599,7 @@ class Diffusion(Family):
     """eval_loss / eval_mse_eps at a random t, and eval_bpd; all network evaluations of a batch
     go through the U-Net as one stacked batch."""
     loss_rng, kl_rng, dec_rng = jax.random.split(rng, 3)
-    x0 = self.to_model_space(batch["image"])
+    x0 = self.to_model_space(batch["image"], frozen)
     b = x0.shape[0]
     # Score the conditional model (what guided sampling mostly uses).
     c = self.conditioning(ema_params, batch["cond"], frozen) if self.num_classes or self.text_mode != "none" else {}
@@ -580,7 +624,7 @@ class Diffusion(Family):
     """"denoised": one-step denoising of up to 7 test images as a 7-column grid; per row the
     image, then (x_t, x0_hat) at t = T/4, T/2 and 3T/4."""
     m, T = self.config.model, self.schedule.timesteps
-    x0 = self.to_model_space(batch["image"][:7])
+    x0 = self.to_model_space(batch["image"][:7], frozen)
     n, levels = x0.shape[0], (T // 4, T // 2, 3 * T // 4)
     t = jnp.repeat(jnp.asarray(levels, jnp.int32), n)
     x0_rep = jnp.tile(x0, (len(levels), 1, 1, 1))
@@ -592,11 +636,11 @@ class Diffusion(Family):
                        self.conditioning(ema_params, first, frozen))
     a, s = self.schedule.alpha_sigma(t)
     x0_hat, _ = prediction_to_x0_eps(m.parameterization, self.denoise(ema_params, x_t, t, c),
-                                     x_t, a, s, clip=True)
+                                     x_t, a, s, clip=not self.latent)
     per_level = lambda x: jnp.split(x, len(levels))
     columns = [x0] + [c for pair in zip(per_level(x_t), per_level(x0_hat)) for c in pair]
     grid = jnp.stack(columns, axis=1).reshape((-1,) + x0.shape[1:])  # row-major: image by image
-    return {"denoised": symmetric_to_unit(self.crop(grid))}
+    return {"denoised": symmetric_to_unit(self.to_images(grid, frozen))}
 
   def vlb_bits_per_dim(self, x0, x_t, t, out_t, x_1, out_1):
     """One-sample unbiased estimate of the variational bound in bits/dim, [B] (docstring):

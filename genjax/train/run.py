@@ -77,6 +77,8 @@ class Run:
     family = build_family(config, spec, stages_lib.stage_infos(config))
     stages_lib.check_required(config, family.required_stages())
     stages = stages_lib.load_stages(config)
+    if stages:  # built again with what loading resolved: each stage's step and statistics
+      family = build_family(config, spec, {name: s.info for name, s in stages.items()})
     mesh = sharding.mesh_for(config)
     frozen = {name: sharding.replicate(s.params, mesh) for name, s in stages.items()}
     return cls(config=config, workdir=workdir, mesh=mesh, data_dir=data_dir, info=info,

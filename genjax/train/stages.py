@@ -110,8 +110,22 @@ def _load_workdir_stage(name: str, source: str) -> Stage:
     params = checkpointer.restore_ema_params(step)
   finally:
     checkpointer.close()
-  return Stage(StageInfo(name, source, config), params,
-               {"source": f"{workdir}@{step}", "step": int(step), "params_sha256": params_sha256(params)})
+  statistics = read_statistics(workdir, step)
+  record = {"source": f"{workdir}@{step}", "step": int(step), "params_sha256": params_sha256(params)}
+  if statistics is not None:
+    record["statistics"] = statistics
+  return Stage(StageInfo(name, source, config, int(step), statistics), params, record)
+
+
+def read_statistics(workdir, step: int) -> dict | None:
+  """What a run stored about its model at `step` (Family.train_statistics), or None."""
+  path = paths.resolve(workdir) / "statistics" / f"step_{step}.json"
+  if not path.is_file():
+    return None
+  try:
+    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, (int, float))}
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {path}: {e}") from e
 
 
 def load_stage(name: str, source: str) -> Stage:

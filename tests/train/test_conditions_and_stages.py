@@ -7,32 +7,16 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from genjax.errors import CheckpointError, ConfigError
 from genjax.train import loop, stages
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.run import Run
-from tests.helpers import launch
-
-COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230)}
-PLACES = {"left": 1, "right": 9}
-
+from tests.helpers import launch, make_captioned_folder
 
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory):
-  """80 16x16 RGB images of a coloured square on the left or right, captioned, with splits."""
-  root = tmp_path_factory.mktemp("captioned")
-  rows = []
-  for i in range(80):
-    colour, place = list(COLOURS)[i % 3], list(PLACES)[(i // 3) % 2]
-    image = np.zeros((16, 16, 3), np.uint8)
-    image[5:11, PLACES[place]:PLACES[place] + 6] = COLOURS[colour]
-    Image.fromarray(image).save(root / f"{i:03d}.png")
-    rows.append({"file_name": f"{i:03d}.png", "text": f"a {colour} square on the {place}",
-                 "split": "test" if i >= 64 else "train"})
-  (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-  return f"captioned_folder:{root}", rows
+  return make_captioned_folder(tmp_path_factory.mktemp("captioned"))
 
 
 def t2i_config(dataset, **overrides):
