@@ -51,9 +51,10 @@ CAPTION_COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80
 CAPTION_PLACES = {"left": 1, "right": 9}
 
 
-def make_captioned_folder(root):
+def make_captioned_folder(root, side: int = 16):
   """80 16x16 RGB images of a coloured square on the left or right, captioned, with splits
-  (64 train, 16 test). Returns (dataset name, metadata rows)."""
+  (64 train, 16 test), averaged down to side x side (16 / side an integer). Returns
+  (dataset name, metadata rows)."""
   import json
   import numpy as np
   from PIL import Image
@@ -63,6 +64,8 @@ def make_captioned_folder(root):
     image = np.zeros((16, 16, 3), np.uint8)
     left = CAPTION_PLACES[place]
     image[5:11, left:left + 6] = CAPTION_COLOURS[colour]
+    f = 16 // side
+    image = image.reshape(side, f, side, f, 3).mean(axis=(1, 3)).round().astype(np.uint8)
     Image.fromarray(image).save(root / f"{i:03d}.png")
     rows.append({"file_name": f"{i:03d}.png", "text": f"a {colour} square on the {place}",
                  "split": "test" if i >= 64 else "train"})

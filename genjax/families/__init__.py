@@ -15,6 +15,7 @@ FAMILIES = {
     "gan": "genjax.families.gan:GAN",
     "flow": "genjax.families.flow:Flow",
     "autoencoder": "genjax.families.autoencoder:Autoencoder",
+    "super_resolution": "genjax.families.super_resolution:SuperResolution",
 }
 
 

@@ -91,6 +91,7 @@ SAMPLERS = ("ddpm", "ddim")
 TEXT_ENCODERS = ("none", "trainable", "frozen")
 MINILM_SOURCE = "pretrained:minilm"  # the frozen text encoder stage genjax ships
 DDPM_VARIANCES = ("small", "large")
+IMAGE_COND_STREAM = 7919  # fold_in key of the randomness of image_/sampling_conditioning
 
 # A model function maps (x_t [B,H,W,C], t int32[B]) to the network's raw output.
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -466,8 +467,20 @@ class Diffusion(Family):
     """The U-Net on (x_t, t) under `conditioning` (from `conditioning`/`null_conditioning`)."""
     c = conditioning
     return self.unet.apply(precision.cast_floats(self._unet_params(params), self.dtype), x, t,
-                           c.get("labels"), c.get("context"),
-                           c.get("context_mask"), c.get("pooled"), **kwargs)
+                           c.get("labels"), c.get("context"), c.get("context_mask"), c.get("pooled"),
+                           c.get("low_res"), c.get("low_res_t"), **kwargs)
+
+  def image_conditioning(self, x0: jax.Array, rng, train: bool) -> dict:
+    """Extra U-Net inputs derived from the clean model-space images x0 (training and
+    evaluation): none here; a super-resolution model returns its corrupted low-res input."""
+    del x0, rng, train
+    return {}
+
+  def sampling_conditioning(self, params, rng, num: int, cond, frozen) -> dict:
+    """The same inputs at sampling time, when there is no x0: none here; a super-resolution
+    model samples its low-res input from its base stage."""
+    del params, rng, num, cond, frozen
+    return {}
 
   # ---- data <-> model space ----------------------------------------------------------------
   def to_model_space(self, images_uint8: jax.Array, frozen=None) -> jax.Array:
@@ -497,9 +510,10 @@ class Diffusion(Family):
     params = {}
     if self.text_mode == "trainable":
       params["text_encoder"] = self.text_encoder.init(text_rng, first["tokens"], first["token_mask"])
-    c = self.conditioning(params, first, frozen)
+    c = dict(self.conditioning(params, first, frozen), **self.image_conditioning(x, text_rng, train=False))
     unet = self.unet.init({"params": unet_rng}, x, jnp.zeros((1,), jnp.int32), c.get("labels"),
-                          c.get("context"), c.get("context_mask"), c.get("pooled"))
+                          c.get("context"), c.get("context_mask"), c.get("pooled"),
+                          c.get("low_res"), c.get("low_res_t"))
     params = dict(params, unet=unet) if self.text_mode != "none" else unet
     return params, self.optimizer.init(params)
 
@@ -540,10 +554,11 @@ class Diffusion(Family):
 
     diffuse_rng, dropout_rng = jax.random.split(loss_rng)
     t, eps, x_t = self.diffuse(x0, diffuse_rng)
+    extra = self.image_conditioning(x0, jax.random.fold_in(rng, IMAGE_COND_STREAM), train=True)
 
     def loss_fn(p):
       c = self.conditioning(p, batch["cond"], frozen, drop) if drop is not None else {}
-      out = self.denoise(p, x_t, t, c, train=True, rngs={"dropout": dropout_rng})
+      out = self.denoise(p, x_t, t, dict(c, **extra), train=True, rngs={"dropout": dropout_rng})
       loss, eps_mse = self.simple_loss(out, x0, eps, x_t, t)
       return jnp.mean(loss), jnp.mean(eps_mse)
 
@@ -554,13 +569,14 @@ class Diffusion(Family):
 
   # ---- sampling ------------------------------------------------------------------------------
   def model_fn(self, params, cond=None, guidance_scale: Optional[float] = None, frozen=None,
-               num: Optional[int] = None) -> ModelFn:
+               num: Optional[int] = None, extra: Optional[dict] = None) -> ModelFn:
     """The denoiser (x_t, t) -> raw network output that the samplers call. For a conditional
     model, `cond` None means the null condition (for `num` examples); guidance_scale defaults
     to the config's, and != 1 evaluates the guided pair as one doubled batch. Conditions
     (text encodings) are computed here once, not at every denoising step."""
     w = self.config.model.guidance_scale if guidance_scale is None else guidance_scale
-    apply = lambda x, t, c: self.denoise(params, x, t, c)
+    extra = extra or {}  # inputs that guidance keeps in both halves (a low-res image)
+    apply = lambda x, t, c: self.denoise(params, x, t, dict(c, **extra))
     if not (self.num_classes or self.text_mode != "none"):
       return lambda x, t: apply(x, t, {})
     if cond is None:
@@ -570,6 +586,9 @@ class Diffusion(Family):
     if w == 1.0:
       return lambda x, t: apply(x, t, c)
     n = jax.tree.leaves(cond)[0].shape[0]
+    if extra:  # guided_model_fn doubles the batch: the extra inputs go with both halves
+      c, null = dict(c, **extra), dict(self.null_conditioning(params, frozen, n), **extra)
+      return guided_model_fn(lambda x, t, c: self.denoise(params, x, t, c), c, null, w)
     return guided_model_fn(apply, c, self.null_conditioning(params, frozen, n), w)
 
   def sample_with(self, params, rng, num: int, cond=None, *, sampler: Optional[str] = None,
@@ -578,7 +597,8 @@ class Diffusion(Family):
     """`sample` with the config's sampling options overridable. Returns [num, H, W, C] in [0, 1]."""
     m = self.config.model
     sampler = m.sampler if sampler is None else sampler
-    fn = self.model_fn(params, cond, guidance_scale, frozen, num)
+    extra = self.sampling_conditioning(params, jax.random.fold_in(rng, IMAGE_COND_STREAM), num, cond, frozen)
+    fn = self.model_fn(params, cond, guidance_scale, frozen, num, extra)
     shape = (num,) + self.model_shape
     if sampler == "ddpm":
       x = ddpm_sample(fn, self.schedule, rng, shape, parameterization=m.parameterization,
@@ -603,6 +623,7 @@ class Diffusion(Family):
     b = x0.shape[0]
     # Score the conditional model (what guided sampling mostly uses).
     c = self.conditioning(ema_params, batch["cond"], frozen) if self.num_classes or self.text_mode != "none" else {}
+    c = dict(c, **self.image_conditioning(x0, jax.random.fold_in(rng, IMAGE_COND_STREAM), train=False))
     t, eps, x_t = self.diffuse(x0, loss_rng)
     xs, ts = [x_t], [t]
     if self.config.model.eval_bpd:
@@ -629,11 +650,11 @@ class Diffusion(Family):
     t = jnp.repeat(jnp.asarray(levels, jnp.int32), n)
     x0_rep = jnp.tile(x0, (len(levels), 1, 1, 1))
     x_t = q_sample(self.schedule, x0_rep, t, jax.random.normal(rng, x0_rep.shape))
-    c = {}
+    c = self.image_conditioning(x0, jax.random.fold_in(rng, IMAGE_COND_STREAM), train=False)
     if self.num_classes or self.text_mode != "none":
       first = jax.tree.map(lambda a: a[:n], batch["cond"])
-      c = jax.tree.map(lambda a: jnp.concatenate([a] * len(levels)),
-                       self.conditioning(ema_params, first, frozen))
+      c.update(self.conditioning(ema_params, first, frozen))
+    c = jax.tree.map(lambda a: jnp.concatenate([a] * len(levels)), c)
     a, s = self.schedule.alpha_sigma(t)
     x0_hat, _ = prediction_to_x0_eps(m.parameterization, self.denoise(ema_params, x_t, t, c),
                                      x_t, a, s, clip=not self.latent)

@@ -203,7 +203,8 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x, t, labels: Optional[jax.Array] = None,
                context: Optional[jax.Array] = None, context_mask: Optional[jax.Array] = None,
-               pooled: Optional[jax.Array] = None, train: bool = False):
+               pooled: Optional[jax.Array] = None, low_res: Optional[jax.Array] = None,
+               low_res_t: Optional[jax.Array] = None, train: bool = False):
     levels = len(self.ch_mult)
     factor = 2 ** (levels - 1)
     if x.shape[1] % factor or x.shape[2] % factor:
@@ -220,6 +221,10 @@ class UNet(nn.Module):
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed")(labels)
     if pooled is not None:
       emb = emb + nn.Dense(emb_dim, name="pooled_proj")(pooled)
+    if low_res is not None:  # super-resolution: the upsampled low-res image and its noise level
+      x = jnp.concatenate([x, low_res.astype(self.dtype)], axis=-1)
+      aug = timestep_embedding(low_res_t, self.ch).astype(self.dtype)
+      emb = emb + nn.Dense(emb_dim, name="low_res_t_proj")(nn.silu(nn.Dense(emb_dim, name="low_res_t_embed")(aug)))
 
     res = lambda out_ch: ResBlock(out_ch, self.dropout, self.scale_shift, self.max_groups)
     def attend(h):
