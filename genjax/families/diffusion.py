@@ -49,6 +49,16 @@ Samplers (both `lax.fori_loop`s, so `sample` jits into one loop):
   eta = 0 is deterministic given x_T; eta = 1 with S = T is DDPM.
 x0_hat is clipped to [-1, 1] (and eps_hat recomputed from it) when `clip_denoised`.
 
+Latent diffusion (`model.latent`, configs/ldm.py). The U-Net diffuses the frozen stage
+`autoencoder`'s posterior means times its latent scale (1 / std of its latents on training data,
+read from the statistics that run stored for the loaded step) instead of pixels; samples are
+decoded by its decoder (`to_model_space` / `to_images`). No clipping of x0_hat, no pixel bound.
+
+Extra image inputs (`image_conditioning` / `sampling_conditioning`): hooks that add U-Net inputs
+derived from the clean image in training and evaluation, or produced at sampling; empty here,
+the super-resolution family (genjax/families/super_resolution.py) feeds its low-res image
+through them, so it reuses this file's loss, samplers, guidance and evaluation unchanged.
+
 Images live in [-1, 1] (genjax.nn.images). Inputs whose sides are not divisible by the U-Net's
 downsampling factor are padded with -1 (background) to the next multiple; the model diffuses the
 padded image and samples are cropped back.

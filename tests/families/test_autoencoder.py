@@ -144,5 +144,8 @@ def test_clear_errors():
   with pytest.raises(ConfigError, match="stages.lpips must be one of"):
     build_family(ae_config.get_config("size=smoke"), DataSpec(SHAPE, 0),
                  {"lpips": StageInfo("lpips", "pretrained:minilm")})
+  with pytest.raises(ConfigError, match="AlexNet LPIPS needs images of at least 64x64"):
+    build_family(ae_config.get_config("size=smoke"), DataSpec((28, 28, 1), 0),
+                 {"lpips": StageInfo("lpips", "pretrained:lpips_alexnet")})
   with pytest.raises(ConfigError, match="latent statistics"):
     latent_scale({"latent_mean": 1.0, "latent_sq": 1.0})
