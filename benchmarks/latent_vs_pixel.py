@@ -13,7 +13,6 @@ step includes encoding the batch; its sampling includes decoding.
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,6 +26,7 @@ from configs import autoencoder as ae_configs, ldm as ldm_configs
 from genjax.families import DataSpec, StageInfo, build_family
 from genjax.train import sharding, steps
 from genjax.train.state import TrainState
+from benchmarks.train_step import median_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("size", "small", "configs/ldm.py size preset (U-Net widths).")
@@ -58,15 +58,6 @@ def _models():
   pixel_config.stages = ml_collections.ConfigDict()
   pixel = build_family(pixel_config, spec, {})
   return [("pixel", pixel, {}), ("latent", latent, {"autoencoder": ae_family.ema_view(ae_params)})]
-
-
-def _median_seconds(fn, rounds):
-  times = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def main(_):
@@ -106,8 +97,8 @@ def main(_):
   times = {name: {"train": [], "sample": []} for name in runners}
   for _ in range(FLAGS.rounds):  # interleaved: a slow spell of the machine hits both alike
     for name, (train_once, sample_once) in runners.items():
-      times[name]["train"].append(_median_seconds(train_once, 1))
-      times[name]["sample"].append(_median_seconds(sample_once, 1))
+      times[name]["train"].append(median_seconds(train_once, 1))
+      times[name]["sample"].append(median_seconds(sample_once, 1))
   print(f"{FLAGS.side}x{FLAGS.side}x3 output, U-Net '{FLAGS.size}' of configs/ldm.py, train batch "
         f"{FLAGS.batch}, DDIM-{FLAGS.sample_steps} at batch {FLAGS.sample_batch}, {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), medians of {FLAGS.rounds} interleaved rounds")

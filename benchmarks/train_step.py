@@ -55,7 +55,7 @@ def _define_flags():  # only when run as a script: benchmarks/vs_pytorch.py impo
   flags.mark_flags_as_required(["config"])
 
 
-def _median_time(fn, repeats):
+def median_seconds(fn, repeats):
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
@@ -69,7 +69,7 @@ def matmul_peak_gflops(n: int) -> float:
   b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
   mm = jax.jit(jnp.matmul)
   jax.block_until_ready(mm(a, b))
-  return 2 * n**3 / _median_time(lambda: mm(a, b), 10) / 1e9
+  return 2 * n**3 / median_seconds(lambda: mm(a, b), 10) / 1e9
 
 
 def _flops(compiled) -> float:

@@ -71,3 +71,24 @@ def make_captioned_folder(root, side: int = 16):
                  "split": "test" if i >= 64 else "train"})
   (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   return f"captioned_folder:{root}", rows
+
+
+def assert_resume_is_bitwise(config, workdir, scratch, stop_step: int):
+  """Copies the finished run in `workdir` to `scratch`, removes its checkpoints after
+  `stop_step`, resumes it with `config` and checks params, EMA and optimizer state equal the
+  straight run's bit for bit."""
+  import shutil
+  import numpy as np
+  import jax
+  from genjax.train import loop
+  from genjax.train.run import Run
+  shutil.copytree(workdir, scratch)
+  for step_dir in (scratch / "checkpoints").iterdir():
+    if step_dir.name.isdigit() and int(step_dir.name) > stop_step:
+      shutil.rmtree(step_dir)
+  resumed = loop.train_and_evaluate(config, str(scratch))
+  straight, _ = Run.from_workdir(str(workdir)).restore_latest()
+  assert int(resumed.step) == int(straight.step)
+  for a, b in zip(jax.tree.leaves((resumed.params, resumed.ema_params, resumed.opt_state)),
+                  jax.tree.leaves((straight.params, straight.ema_params, straight.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

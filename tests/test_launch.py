@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO, launch
+from tests.helpers import REPO, SUITE_XLA_FLAGS, launch
 
 SMOKE = "--config=configs/vae.py:dataset=mnist5k,size=smoke"
 
@@ -74,7 +74,7 @@ def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path, data_dir):
           "--config.total_steps=100000", "--config.checkpoint_every=5", "--config.log_every=5",
           "--config.eval_every=100000"]
   env = dict(os.environ, GENJAX_DATA_DIR=data_dir)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = SUITE_XLA_FLAGS  # as launch() does: the rerun reads this compilation from the cache
   proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_dir = workdir / "checkpoints"
   try:
@@ -103,7 +103,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, data_dir):
           "--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.log_every=1",
           "--config.eval_every=100000"]
   env = dict(os.environ, GENJAX_DATA_DIR=data_dir, PYTHONUNBUFFERED="1")
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = SUITE_XLA_FLAGS  # as launch() does: the rerun reads this compilation from the cache
   proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   for line in proc.stdout:  # wait until training is under way
     if line.startswith("[step 3/"):
