@@ -596,10 +596,9 @@ class Diffusion(Family):
     if w == 1.0:
       return lambda x, t: apply(x, t, c)
     n = jax.tree.leaves(cond)[0].shape[0]
-    if extra:  # guided_model_fn doubles the batch: the extra inputs go with both halves
-      c, null = dict(c, **extra), dict(self.null_conditioning(params, frozen, n), **extra)
-      return guided_model_fn(lambda x, t, c: self.denoise(params, x, t, c), c, null, w)
-    return guided_model_fn(apply, c, self.null_conditioning(params, frozen, n), w)
+    null = self.null_conditioning(params, frozen, n)  # the doubled batch: extra goes with both halves
+    return guided_model_fn(lambda x, t, c: self.denoise(params, x, t, c), dict(c, **extra),
+                           dict(null, **extra), w)
 
   def sample_with(self, params, rng, num: int, cond=None, *, sampler: Optional[str] = None,
                   steps: Optional[int] = None, eta: Optional[float] = None,

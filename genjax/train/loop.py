@@ -108,7 +108,6 @@ class Evaluator:
       results.update({f"eval/{k}": float(v) for k, v in self.fid(state, fid_rng, step).items()})
     return results
 
-
   def _train_statistics(self, state: TrainState, step: int) -> dict:
     """`family.train_statistics` averaged over the first `eval.statistics_batches` training
     batches (in order, the same at every evaluation); process 0 stores them in
