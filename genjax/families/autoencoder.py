@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -89,7 +88,6 @@ class Autoencoder(Family):
     self.latent_shape = (h // factor, w // factor, m.latent_channels)
     self.encoder = SpatialEncoder(tuple(m.channels), m.num_res_blocks, m.latent_channels)
     self.decoder = SpatialDecoder(tuple(m.channels), m.num_res_blocks, c)
-    self.output_conv = nn.Conv(c, (3, 3))  # the decoder's conv_out, applied on its own
     self.optimizer = make_optimizer(config.optim, config.total_steps)
     self.use_disc = m.disc_weight > 0
     if self.use_disc:
@@ -155,8 +153,10 @@ class Autoencoder(Family):
 
     ae = self.ema_view(params)
     (h, kl), features_vjp = jax.vjp(features_and_kl, ae)
-    x_hat, output_vjp = jax.vjp(lambda w, h: self.output_conv.apply({"params": w}, h),
-                                ae["decoder"]["conv_out"], h)
+    def output_conv(w, h):  # the decoder's own output layer, with its weights as an argument
+      return self.decoder.apply({"params": {"conv_out": w}}, h, method=lambda d, h: d.conv_out(h))
+
+    x_hat, output_vjp = jax.vjp(output_conv, ae["decoder"]["conv_out"], h)
 
     def rec_fn(x_hat):
       l1, perceptual = self._reconstruction_loss(x, x_hat, frozen)
