@@ -5,14 +5,17 @@
   python experiments/t2i_compositional.py --workdir=runs/t2i_small --split=test \
       --guidance=1,3 --num=1000 --fid                   # ... and report it on the test prompts
   python experiments/t2i_compositional.py --workdir=runs/t2i_small --split=heldout_combos --guidance=3
+  python experiments/t2i_compositional.py --workdir=runs/ldm --split=test --objects=1,2 --fid
 
-The prompts are the captions of the first --num single-object scenes of --split (of the run's own
-captioned dataset, `scenes32` or `scenes`); every image is drawn under its prompt with the same
+The prompts are the captions of the first --num scenes of --split with --objects objects (of the
+run's own captioned dataset, `scenes32` or `scenes`; any kind of run: pixel, latent or cascade);
+every image is drawn under its prompt with the same
 noise for every guidance scale, read back by the scene reader of that resolution
 (genjax.metrics.scene_reader) and scored on every attribute the prompt states. With --fid, FID
 and KID of the samples against the real scenes of those prompts, beside the real-vs-real floor:
-the same real scenes against the next --num single-object scenes of the split. Results go to
-WORKDIR/compositional_<split>.json; a grid of prompts -> images to --grid (first 8 prompts).
+the same real scenes against the next --num such scenes of the split. Results go to
+WORKDIR/compositional_<split>.json (single-object prompts) or compositional_<split>_<n>objects.json;
+a grid of prompts -> images to --grid (first 8 prompts of the first --objects count).
 """
 
 import argparse
@@ -36,15 +39,16 @@ from genjax.train.run import PROMPT_STREAM, Run  # noqa: E402
 SCORES = ("overall", "count") + scene_reader.ATTRIBUTES
 
 
-def single_object_prompts(run: Run, split: str, count: int):
-  """(captions, stated attributes, real images) of the first `count` single-object scenes, plus
-  the next `count` real single-object images (the real-vs-real floor's second set, or None)."""
+def prompts_of_scenes(run: Run, split: str, count: int, num_objects: int = 1):
+  """(captions, stated attributes, real images) of the first `count` scenes of `num_objects`
+  objects, plus the next `count` such real images (the real-vs-real floor's second set, or None)."""
   reader = catalog.open_split(run.config.dataset, split, run.data_dir)
   rows = reader.read(np.arange(len(reader)))
-  picked = np.flatnonzero(rows["num_objects"] == 1)
+  picked = np.flatnonzero(rows["num_objects"] == num_objects)
   first, second = picked[:count], picked[count:2 * count]
   if len(first) < count:
-    raise SystemExit(f"{split} has only {len(first)} single-object scenes")
+    raise SystemExit(f"{split} has only {len(first)} scenes of {num_objects} object(s); "
+                     f"ask for --num={len(first)} or fewer")
   captions = [str(rows["caption"][i]) for i in first]
   attributes = [scenes.stated_attributes(scenes.scene(rows, int(i))) for i in first]
   floor = rows["image"][second] if len(second) == count else None
@@ -76,12 +80,47 @@ def fid_kid(features, a, b) -> dict:
   return {"fid": fid_from_stats(*stats), "kid": float(kid), "kid_std": float(kid_std), "count": len(fa)}
 
 
+def evaluate(run, state, step, reader, features, args, num_objects):
+  """Scores every guidance scale on one set of prompts; returns (results, grid rows)."""
+  captions, attributes, real, floor = prompts_of_scenes(run, args.split, args.num, num_objects)
+  results = {"workdir": args.workdir, "step": step, "split": args.split, "num_objects": num_objects,
+             "num_prompts": len(captions), "sample_steps": run.config.model.sample_steps,
+             "eta": run.config.model.eta, "scales": {}}
+  reads_real = scene_reader.compositional_accuracy(reader, real, attributes)
+  results["real_images"] = {k: reads_real[k] for k in SCORES}
+  print(f"{args.split}: {len(captions)} prompts of {num_objects} object(s), step {step}; the reader "
+        f"on the real scenes of these prompts: " + " ".join(f"{k}={reads_real[k]:.3f}" for k in SCORES))
+  if features is not None and floor is not None:
+    results["real_vs_real"] = fid_kid(features, real, floor)
+    print(f"  real-vs-real floor ({args.num} vs {args.num}): FID {results['real_vs_real']['fid']:.2f} "
+          f"KID {results['real_vs_real']['kid']:.4f}")
+  grid_rows = [real[:8]]
+  for g in [float(s) for s in args.guidance.split(",")]:
+    t = time.time()
+    images = to_uint8(draw(run, state, captions, g, args.batch, args.seed))
+    seconds = time.time() - t
+    acc = scene_reader.compositional_accuracy(reader, images, attributes)
+    entry = {k: acc[k] for k in SCORES}
+    entry["num_scored"] = acc["num_scored"]
+    entry["sampling_seconds"] = round(seconds, 1)
+    entry["ms_per_image"] = round(1000 * seconds / len(captions), 1)
+    line = " ".join(f"{k}={acc[k]:.3f}" for k in SCORES)
+    if features is not None:
+      entry.update({f"{k}": v for k, v in fid_kid(features, images, real).items() if k != "count"})
+      line += f" FID={entry['fid']:.2f} KID={entry['kid']:.4f}"
+    results["scales"][str(g)] = entry
+    print(f"  guidance {g:g}: {line} ({seconds:.0f}s sampling)", flush=True)
+    grid_rows.append(images[:8])
+  return results, grid_rows, captions[:8]
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True)
   p.add_argument("--split", default="validation",
                  help="validation (choose settings) | test | heldout_combos | heldout_words")
-  p.add_argument("--num", type=int, default=1000, help="single-object prompts")
+  p.add_argument("--num", type=int, default=1000, help="prompts per object count")
+  p.add_argument("--objects", default="1", help="comma-separated object counts of the prompts' scenes")
   p.add_argument("--guidance", default="1,3", help="comma-separated guidance scales")
   p.add_argument("--batch", type=int, default=100)
   p.add_argument("--seed", type=int, default=0)
@@ -92,50 +131,26 @@ def main():
 
   run = Run.from_workdir(args.workdir)
   state, step = run.restore_latest()
-  captions, attributes, real, floor = single_object_prompts(run, args.split, args.num)
-  resolution = run.info.image_shape[0]
-  reader = scene_reader.load_reader(resolution, run.data_dir)
+  reader = scene_reader.load_reader(run.info.image_shape[0], run.data_dir)
   features = None
   if args.fid:
     from genjax.metrics.features import InceptionFeatures
     features = InceptionFeatures()
-
-  results = {"workdir": args.workdir, "step": step, "split": args.split, "num_prompts": len(captions),
-             "sample_steps": run.config.model.sample_steps, "eta": run.config.model.eta, "scales": {}}
-  reads_real = scene_reader.compositional_accuracy(reader, real, attributes)
-  results["real_images"] = {k: reads_real[k] for k in SCORES}
-  print(f"{args.split}: {len(captions)} single-object prompts, step {step}; the reader on the real "
-        f"scenes of these prompts: " + " ".join(f"{k}={reads_real[k]:.3f}" for k in SCORES))
-  if args.fid and floor is not None:
-    results["real_vs_real"] = fid_kid(features, real, floor)
-    print(f"  real-vs-real floor ({args.num} vs {args.num}): FID {results['real_vs_real']['fid']:.2f} "
-          f"KID {results['real_vs_real']['kid']:.4f}")
-  grid_rows = []
-  for g in [float(s) for s in args.guidance.split(",")]:
-    t = time.time()
-    images = to_uint8(draw(run, state, captions, g, args.batch, args.seed))
-    seconds = time.time() - t
-    acc = scene_reader.compositional_accuracy(reader, images, attributes)
-    entry = {k: acc[k] for k in SCORES}
-    entry["num_scored"] = acc["num_scored"]
-    entry["sampling_seconds"] = round(seconds, 1)
-    line = " ".join(f"{k}={acc[k]:.3f}" for k in SCORES)
-    if features is not None:
-      entry.update({f"{k}": v for k, v in fid_kid(features, images, real).items() if k != "count"})
-      line += f" FID={entry['fid']:.2f} KID={entry['kid']:.4f}"
-    results["scales"][str(g)] = entry
-    print(f"  guidance {g:g}: {line} ({seconds:.0f}s sampling)", flush=True)
-    grid_rows.append(images[:8])
-  out = os.path.join(args.workdir, f"compositional_{args.split}.json")
-  with open(out, "w") as f:
-    json.dump(results, f, indent=2)
-  print(f"results -> {out}")
+  grids = []
+  for n in [int(s) for s in args.objects.split(",")]:
+    results, grid_rows, captions = evaluate(run, state, step, reader, features, args, n)
+    name = f"compositional_{args.split}" + ("" if n == 1 else f"_{n}objects") + ".json"
+    with open(os.path.join(args.workdir, name), "w") as f:
+      json.dump(results, f, indent=2)
+    print(f"results -> {os.path.join(args.workdir, name)}")
+    grids.append((grid_rows, captions))
   if args.grid:
     # Rows: the real scene, then one row per guidance scale; columns: the first 8 prompts.
-    save_png(args.grid, make_grid(np.concatenate([real[:8]] + grid_rows) / 255.0, columns=8))
+    grid_rows, captions = grids[0]
+    save_png(args.grid, make_grid(np.concatenate(grid_rows) / 255.0, columns=8))
     with open(os.path.splitext(args.grid)[0] + ".txt", "w") as f:
       f.write(f"rows: real scene, then guidance {args.guidance}; columns: prompts\n")
-      f.write("\n".join(f"{i}: {c}" for i, c in enumerate(captions[:8])) + "\n")
+      f.write("\n".join(f"{i}: {c}" for i, c in enumerate(captions)) + "\n")
     print(f"grid -> {args.grid}")
 
 

@@ -27,8 +27,10 @@ class Checkpointer:
         max_to_keep=keep, create=create, cleanup_tmp_directories=create,
         enable_async_checkpointing=True)
     self.directory = directory
-    self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_names=("state", "data", "stages"))
+    # Handlers named up front, so that reading metadata (restore_ema_params) knows every item.
+    handlers = dict(state=ocp.StandardCheckpointHandler(), data=ocp.JsonCheckpointHandler(),
+                    stages=ocp.JsonCheckpointHandler())
+    self._manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()

@@ -8,6 +8,7 @@ family only supplies the methods of `genjax.families.base.Family`.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -28,6 +29,11 @@ from genjax.train.state import TrainState
 # Consecutive logs on which Family.health_message must report a problem before
 # the run stops (a single log can catch a transient dip).
 HEALTH_PATIENCE = 3
+
+# Steps the host may dispatch ahead of the device. Unbounded, the host queues every step up to
+# the next log (tens of steps on a slow device): a SIGTERM then waits for all of them before its
+# checkpoint, which can outlast a preemption's grace period. Two keep the device busy.
+MAX_STEPS_IN_FLIGHT = 2
 
 
 def _write_config(config, workdir):
@@ -195,10 +201,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   step = start
   unhealthy_logs = 0
+  in_flight = collections.deque()  # a tiny result of each dispatched step, oldest first
   try:
     while step < config.total_steps:
       batch = run.to_model_batch(next(train_iter))
       state, acc = train_step(state, acc, batch, run.frozen)  # dispatched asynchronously
+      in_flight.append(state.step + 0)  # a copy: `state` itself is donated to the next step
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        in_flight.popleft().block_until_ready()
       step += 1
       last = step == config.total_steps
       if step % config.log_every == 0 or last:
