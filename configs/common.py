@@ -116,6 +116,12 @@ def base_config(family: str, dataset: str) -> ml_collections.ConfigDict:
   c.eval.fid_samples = 0  # 0 disables the FID/KID evaluator (genjax/train/fid_evaluator.py)
   c.eval.fid_reference_count = -1  # first N images of the eval split as the reference; -1: all
   c.eval.fid_mode = "default"  # default (pytorch-fid) | tf1 | clean
+  # CLIP score / R-precision of samples under their captions (genjax/train/clip_evaluator.py):
+  # "" disables; else a genjax clip run or an OpenAI / open_clip checkpoint file.
+  c.eval.clip_score = ""
+  c.eval.clip_activation = ""  # quick_gelu | gelu: open_clip state dicts only
+  c.eval.clip_samples = 500
+  c.eval.clip_r = 100
 
   # Captions -> token ids in every batch (cond["tokens"], cond["token_mask"]); "" = none.
   c.text = ml_collections.ConfigDict()

@@ -6,6 +6,7 @@
       --guidance=1,3 --num=1000 --fid                   # ... and report it on the test prompts
   python experiments/t2i_compositional.py --workdir=runs/t2i_small --split=heldout_combos --guidance=3
   python experiments/t2i_compositional.py --workdir=runs/ldm --split=test --objects=1,2 --fid
+  python experiments/t2i_compositional.py --workdir=runs/ldm --split=test --clip=runs/clip_scenes
 
 The prompts are the captions of the first --num scenes of --split with --objects objects (of the
 run's own captioned dataset, `scenes32` or `scenes`; any kind of run: pixel, latent or cascade);
@@ -13,7 +14,9 @@ every image is drawn under its prompt with the same
 noise for every guidance scale, read back by the scene reader of that resolution
 (genjax.metrics.scene_reader) and scored on every attribute the prompt states. With --fid, FID
 and KID of the samples against the real scenes of those prompts, beside the real-vs-real floor:
-the same real scenes against the next --num such scenes of the split. Results go to
+the same real scenes against the next --num such scenes of the split. With --clip (a CLIP
+checkpoint or genjax clip run), CLIP score and CLIP R-precision (R = 100) of the same images under
+their prompts (genjax.metrics.clip_score), and of the real scenes as the ceiling. Results go to
 WORKDIR/compositional_<split>.json (single-object prompts) or compositional_<split>_<n>objects.json;
 a grid of prompts -> images to --grid (first 8 prompts of the first --objects count).
 """
@@ -80,7 +83,14 @@ def fid_kid(features, a, b) -> dict:
   return {"fid": fid_from_stats(*stats), "kid": float(kid), "kid_std": float(kid_std), "count": len(fa)}
 
 
-def evaluate(run, state, step, reader, features, args, num_objects):
+def clip_metrics(scorer, images, captions) -> dict:
+  from genjax.metrics import clip_score
+  img, txt = scorer.embed_images(list(images)), scorer.embed_texts(captions)
+  precision, _ = clip_score.r_precision(img, captions, txt)
+  return {"clip_score": float(clip_score.clip_scores(img, txt).mean()), "clip_r_precision": precision}
+
+
+def evaluate(run, state, step, reader, features, args, num_objects, scorer=None):
   """Scores every guidance scale on one set of prompts; returns (results, grid rows)."""
   captions, attributes, real, floor = prompts_of_scenes(run, args.split, args.num, num_objects)
   results = {"workdir": args.workdir, "step": step, "split": args.split, "num_objects": num_objects,
@@ -94,6 +104,11 @@ def evaluate(run, state, step, reader, features, args, num_objects):
     results["real_vs_real"] = fid_kid(features, real, floor)
     print(f"  real-vs-real floor ({args.num} vs {args.num}): FID {results['real_vs_real']['fid']:.2f} "
           f"KID {results['real_vs_real']['kid']:.4f}")
+  if scorer is not None:
+    results["clip"] = scorer.source
+    results["real_images"].update(clip_metrics(scorer, real, captions))
+    print(f"  real scenes: CLIP score {results['real_images']['clip_score']:.2f} "
+          f"R-precision {results['real_images']['clip_r_precision']:.3f}")
   grid_rows = [real[:8]]
   for g in [float(s) for s in args.guidance.split(",")]:
     t = time.time()
@@ -108,6 +123,9 @@ def evaluate(run, state, step, reader, features, args, num_objects):
     if features is not None:
       entry.update({f"{k}": v for k, v in fid_kid(features, images, real).items() if k != "count"})
       line += f" FID={entry['fid']:.2f} KID={entry['kid']:.4f}"
+    if scorer is not None:
+      entry.update(clip_metrics(scorer, images, captions))
+      line += f" CLIP={entry['clip_score']:.2f} R-prec={entry['clip_r_precision']:.3f}"
     results["scales"][str(g)] = entry
     print(f"  guidance {g:g}: {line} ({seconds:.0f}s sampling)", flush=True)
     grid_rows.append(images[:8])
@@ -125,6 +143,7 @@ def main():
   p.add_argument("--batch", type=int, default=100)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--fid", action="store_true", help="also FID/KID vs the prompts' real scenes")
+  p.add_argument("--clip", default="", help="also CLIP score / R-precision with this CLIP")
   p.add_argument("--grid", default="", help="save prompts -> images for 8 prompts to this PNG")
   args = p.parse_args()
   compilation_cache.enable()
@@ -136,10 +155,15 @@ def main():
   if args.fid:
     from genjax.metrics.features import InceptionFeatures
     features = InceptionFeatures()
+  scorer = None
+  if args.clip:
+    from genjax.metrics.clip_score import load_scorer
+    scorer = load_scorer(args.clip)
   grids = []
   for n in [int(s) for s in args.objects.split(",")]:
-    results, grid_rows, captions = evaluate(run, state, step, reader, features, args, n)
-    name = f"compositional_{args.split}" + ("" if n == 1 else f"_{n}objects") + ".json"
+    results, grid_rows, captions = evaluate(run, state, step, reader, features, args, n, scorer)
+    name = (f"compositional_{args.split}" + ("" if n == 1 else f"_{n}objects")
+            + ("_clip" if scorer is not None else "") + ".json")
     with open(os.path.join(args.workdir, name), "w") as f:
       json.dump(results, f, indent=2)
     print(f"results -> {os.path.join(args.workdir, name)}")

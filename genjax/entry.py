@@ -46,6 +46,9 @@ def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file:
   otherwise `num_samples` images under the eval split's first conditions (for a text model,
   the captions of the first test images, written to captions.txt)."""
   run = Run.from_workdir(workdir)
+  if not run.family.generates_images:
+    raise ConfigError(f"{workdir} is a {run.config.family} run, which scores images and captions "
+                      f"but does not generate images (score with python -m genjax.metrics.clip_score)")
   prompts = read_prompts(prompts, prompts_file)
   state, step = run.restore_latest()
   options = {} if guidance is None else {"guidance_scale": float(guidance)}

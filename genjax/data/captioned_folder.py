@@ -80,7 +80,7 @@ def load(name: str) -> CaptionedFolder:
     return _loaded[key]
 
 
-def _rows(metadata):
+def read_metadata(metadata):
   """[(line number, file_name, text, split or None)], checked."""
   rows = []
   with open(metadata, encoding="utf-8") as f:
@@ -139,7 +139,7 @@ def _read_image(path, where):
 
 
 def _decode(path, metadata):
-  rows = _rows(metadata)
+  rows = read_metadata(metadata)
   images = {}  # file_name -> array; several captions may share an image
   first = None  # (file, H, W) every image must match
   for line_no, file_name, _, _ in rows:

@@ -16,6 +16,7 @@ FAMILIES = {
     "flow": "genjax.families.flow:Flow",
     "autoencoder": "genjax.families.autoencoder:Autoencoder",
     "super_resolution": "genjax.families.super_resolution:SuperResolution",
+    "clip": "genjax.families.contrastive:Contrastive",
 }
 
 

@@ -98,6 +98,10 @@ class Family(abc.ABC):
   that EMA view to `sample` and `eval_metrics`.
   """
 
+  # False for a family that makes no images (the contrastive CLIP family): the loop then skips
+  # sample grids and FID and evaluates only `eval_metrics`.
+  generates_images = True
+
   # True for a family whose `sample` maps condition images to images (an autoencoder's
   # reconstructions): the loop then adds the eval images as cond["image"] (uint8) to the
   # conditions it samples under, so grids and FID (rFID) use the reference images themselves.

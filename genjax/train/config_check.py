@@ -40,5 +40,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.stages.{name} must be 'pretrained:NAME' or a workdir path, got {source!r}")
   if config.get("text") and config.text.tokenizer and config.text.max_length < 2:
     raise ConfigError(f"config.text.max_length must be >= 2 ([CLS] and [SEP]), got {config.text.max_length}")
+  if config.eval.get("clip_score") and config.eval.clip_samples < config.eval.clip_r:
+    raise ConfigError(f"config.eval.clip_samples={config.eval.clip_samples} must be >= "
+                      f"config.eval.clip_r={config.eval.clip_r} (R-precision's candidates)")
   if config.eval.grid_size <= 0 or config.eval.batch_size <= 0:
     raise ConfigError("config.eval.grid_size and config.eval.batch_size must be > 0")

@@ -19,11 +19,12 @@ from genjax import multihost, paths
 from genjax.errors import NonFiniteLossError, TrainingFailedError
 from genjax.train import sharding, steps
 from genjax.train.checkpoint import Checkpointer
+from genjax.train.clip_evaluator import TrainingCLIP
 from genjax.train.fid_evaluator import TrainingFID
 from genjax.train.metric_writer import MetricWriter
 from genjax.train.preemption import PreemptionWatcher
 from genjax.train.progress import Progress, format_duration
-from genjax.train.run import EVAL_STREAM, FID_STREAM, SAMPLE_STREAM, STATISTICS_STREAM, Run
+from genjax.train.run import CLIP_STREAM, EVAL_STREAM, FID_STREAM, SAMPLE_STREAM, STATISTICS_STREAM, Run
 from genjax.train.state import TrainState
 
 # Consecutive logs on which Family.health_message must report a problem before
@@ -82,9 +83,11 @@ class Evaluator:
     # Replicated outputs: every host can read them (a batch-sharded output would leave
     # process 0 unable to read the rows on other hosts' devices).
     self.images_fn = jax.jit(run.family.eval_images, out_shardings=sharding.replicated(run.mesh))
+    self.draws = run.family.generates_images
     self.grid_size = cfg.grid_size
-    self.grid_cond = run.conditions(self.grid_size)
-    self.fid = TrainingFID(run) if cfg.fid_samples > 0 else None
+    self.grid_cond = run.conditions(self.grid_size) if self.draws else None
+    self.fid = TrainingFID(run) if cfg.fid_samples > 0 and self.draws else None
+    self.clip = TrainingCLIP(run) if cfg.get("clip_score") and self.draws else None
     self.last_paths = {}
     # The same noise at every evaluation, so successive grids are comparable.
     self.sample_rng = jax.random.fold_in(run.base_rng, SAMPLE_STREAM)
@@ -102,8 +105,10 @@ class Evaluator:
       results = {f"eval/{k}": float(v) for k, v in acc.compute().items()}
     if self.statistics is not None:
       results.update(self._train_statistics(state, step))
-    samples = run.sample(state, self.grid_size, self.grid_cond, self.sample_rng)
-    paths = {"samples": writer.write_images(step, "samples", samples)}
+    paths = {}
+    if self.draws:
+      samples = run.sample(state, self.grid_size, self.grid_cond, self.sample_rng)
+      paths["samples"] = writer.write_images(step, "samples", samples)
     if first_batch is None:
       first_batch = next(run.eval_batches())
     for name, images in self.images_fn(state.ema_params, first_batch, eval_rng, run.frozen).items():
@@ -112,6 +117,9 @@ class Evaluator:
     if self.fid is not None:
       fid_rng = jax.random.fold_in(run.base_rng, FID_STREAM)
       results.update({f"eval/{k}": float(v) for k, v in self.fid(state, fid_rng, step).items()})
+    if self.clip is not None:
+      clip_rng = jax.random.fold_in(run.base_rng, CLIP_STREAM)
+      results.update({f"eval/{k}": v for k, v in self.clip(state, clip_rng, step).items()})
     return results
 
   def _train_statistics(self, state: TrainState, step: int) -> dict:

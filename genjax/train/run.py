@@ -29,10 +29,12 @@ from genjax.train.config_check import validate_config
 from genjax.train.state import TrainState
 
 # fold_in constants separating the run's RNG streams from the per-step ones.
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM, FID_STREAM, PROMPT_STREAM, STATISTICS_STREAM = range(7)
+(INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM, FID_STREAM, PROMPT_STREAM, STATISTICS_STREAM,
+ CLIP_STREAM) = range(8)
 
 
-def _tokenizer(config):
+def tokenizer_for(config):
+  """The caption tokenizer `config.text.tokenizer` names, or None (a model without captions)."""
   name = config.get("text", {}).get("tokenizer", "")
   if not name:
     return None
@@ -64,7 +66,7 @@ class Run:
     validate_config(config)
     data_dir = config.data_dir or data.default_data_dir()
     info = multihost.main_first(lambda: data.prepare(config.dataset, data_dir), "prepare-data")
-    tokenizer = _tokenizer(config)
+    tokenizer = tokenizer_for(config)
     text = None
     if tokenizer is not None:
       if not info.has_captions:
