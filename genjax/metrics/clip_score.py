@@ -6,8 +6,9 @@
     python -m genjax.metrics.clip_score IMAGES CAPTIONS --checkpoint=runs/clip_scenes  # genjax run
 
 IMAGES is a folder of images; CAPTIONS a `metadata.jsonl` ({"file_name", "text"} per line, the
-image-folder convention) or a text file with one caption per line for the images in file-name
-order. Prints the mean score and writes per-pair scores with `--out=FILE.json`.
+image-folder convention), the `captions.txt` that `launch.py --mode=sample` writes beside its
+images ("ID<TAB>caption" lines), or a text file with one caption per line for the images in
+file-name order. Prints the mean score and writes per-pair scores with `--out=FILE.json`.
 
 Definitions (the conventions researchers compare against):
 * CLIP score = mean over image-caption pairs of w * max(cos(E_img, E_txt), 0) with w = 100 (the
@@ -203,7 +204,7 @@ def openai_scorer(path, activation: Optional[str] = None, batch_size: int = 32) 
   from genjax.nn.clip import Clip, ClipSpec, state_dict_to_params  # pylint: disable=import-outside-toplevel
   state, activation, digest = read_clip_checkpoint(path, activation)
   spec = ClipSpec.from_state_dict(state, activation)
-  params = state_dict_to_params(state, spec)
+  params = jax.device_put(state_dict_to_params(state, spec))  # once, not per batch
   model = Clip(spec)
   tokenizer = ClipTokenizer(context_length=spec.context_length)
   image_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Clip.embed_images))
@@ -270,16 +271,30 @@ def read_pairs(images: str, captions: str) -> tuple[list[str], list[str]]:
     if missing:
       raise InputError(f"{len(missing)} images of {captions} are not in {folder}, e.g. {missing[0]}")
     return paths, texts
-  paths = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+  images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
   try:
-    texts = [line.rstrip("\n") for line in Path(captions).read_text(encoding="utf-8").splitlines()]
+    lines = [l for l in Path(captions).read_text(encoding="utf-8").splitlines() if l.strip()]
   except (OSError, UnicodeDecodeError) as e:
     raise InputError(f"cannot read captions {captions}: {e}") from None
-  texts = [t for t in texts if t.strip()]
-  if len(texts) != len(paths):
-    raise InputError(f"{captions} has {len(texts)} captions but {folder} has {len(paths)} images "
+  if lines and all("\t" in l for l in lines):
+    # `launch.py --mode=sample`'s captions.txt: "ID<TAB>caption", images named ID.png or ID_*.png
+    # (the folder's grid.png has no ID and is not scored).
+    by_id = {}
+    for image in images:
+      by_id.setdefault(image.stem.split("_", 1)[0], []).append(image)
+    paths, texts = [], []
+    for line in lines:
+      key, text = line.split("\t", 1)
+      if len(by_id.get(key, [])) != 1:
+        raise InputError(f"{captions}: caption id {key!r} matches {len(by_id.get(key, []))} images "
+                         f"in {folder}, expected exactly one ({key}.png or {key}_*.png)")
+      paths.append(str(by_id[key][0]))
+      texts.append(text)
+    return paths, texts
+  if len(lines) != len(images):
+    raise InputError(f"{captions} has {len(lines)} captions but {folder} has {len(images)} images "
                      f"(one caption per line, in file-name order)")
-  return paths, texts
+  return [str(p) for p in images], lines
 
 
 def main(argv=None) -> int:

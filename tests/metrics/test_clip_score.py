@@ -109,6 +109,17 @@ def test_cli_on_a_folder_with_metadata_and_with_a_caption_file(clip_run, tmp_pat
   assert clip_score.main([str(folder), str(captions), f"--checkpoint={workdir}"]) == 0
   assert json.loads(capsys.readouterr().out)["clip_score"] == pytest.approx(result["clip_score"],
                                                                             abs=1e-9)
+  # A `--mode=sample` folder: ID_slug.png images, a grid.png, "ID<TAB>caption" lines.
+  import shutil
+  samples = tmp_path / "samples_4"
+  samples.mkdir()
+  shutil.copy(folder / rows[0]["file_name"], samples / "grid.png")
+  for i, r in enumerate(rows[:3]):
+    shutil.copy(folder / r["file_name"], samples / f"{i:04d}_{r['text'].replace(' ', '_')}.png")
+  (samples / "captions.txt").write_text("".join(f"{i:04d}\t{r['text']}\n" for i, r in enumerate(rows[:3])))
+  paths, texts = clip_score.read_pairs(str(samples), str(samples / "captions.txt"))
+  assert [p.rsplit("/", 1)[1][:4] for p in paths] == ["0000", "0001", "0002"]
+  assert texts == [r["text"] for r in rows[:3]]
   captions.write_text("only one caption\n")
   assert clip_score.main([str(folder), str(captions), f"--checkpoint={workdir}"]) == 2
   assert "has 1 captions but" in capsys.readouterr().err
@@ -142,3 +153,15 @@ def test_text_to_image_run_logs_clip_score_and_r_precision(clip_run, tmp_path):
   from genjax.train.config_check import validate_config
   with pytest.raises(ConfigError, match="clip_samples=2 must be >= config.eval.clip_r=3"):
     validate_config(apply_overrides(config, {"eval.clip_samples": 2}))
+
+
+def test_tokenizer_file_errors_name_the_install_command(tmp_path):
+  from genjax.data.clip_tokenizer import ClipTokenizer
+  from genjax.errors import DatasetError
+  with pytest.raises(DatasetError, match="pip install --no-deps open_clip_torch==3.3.0"):
+    ClipTokenizer(tmp_path / "bpe_simple_vocab_16e6.txt.gz")
+  (tmp_path / "bad.txt.gz").write_bytes(b"not the merges")
+  with pytest.raises(DatasetError, match="sha256"):
+    ClipTokenizer(tmp_path / "bad.txt.gz")
+  with pytest.raises(InputError):
+    ClipTokenizer()("a single string, not a batch")
