@@ -11,7 +11,6 @@ from genjax import entry
 from genjax.errors import ConfigError, InputError, WeightsError
 from genjax.metrics import clip_score
 from genjax.train import loop
-from genjax.train.sweep import apply_overrides
 from tests.helpers import make_captioned_folder
 
 
@@ -139,22 +138,6 @@ def test_checkpoint_errors_say_what_was_expected(tmp_path):
     clip_score.read_clip_checkpoint(tmp_path / "corrupt.bin", "gelu")
 
 
-def test_text_to_image_run_logs_clip_score_and_r_precision(clip_run, tmp_path):
-  """eval.clip_score with the in-domain CLIP run as the scorer: a t2i smoke run logs both."""
-  from configs import t2i
-  folder, _, clip_dir = clip_run
-  config = apply_overrides(t2i.get_config(f"dataset=captioned_folder:{folder},size=smoke"), {
-      "total_steps": 2, "eval_every": 2, "checkpoint_every": 2, "eval.fid_samples": 0,
-      "eval.clip_score": str(clip_dir), "eval.clip_samples": 12, "eval.clip_r": 3})
-  loop.train_and_evaluate(config, str(tmp_path / "t2i"))
-  lines = [json.loads(l) for l in (tmp_path / "t2i" / "metrics.jsonl").read_text().splitlines()]
-  final = [l for l in lines if "eval/clip_score" in l][-1]
-  assert 0 <= final["eval/clip_score"] <= 100 and 0 <= final["eval/clip_r_precision"] <= 1
-  from genjax.train.config_check import validate_config
-  with pytest.raises(ConfigError, match="clip_samples=2 must be >= config.eval.clip_r=3"):
-    validate_config(apply_overrides(config, {"eval.clip_samples": 2}))
-
-
 def test_tokenizer_file_errors_name_the_install_command(tmp_path):
   from genjax.data.clip_tokenizer import ClipTokenizer
   from genjax.errors import DatasetError
@@ -165,3 +148,12 @@ def test_tokenizer_file_errors_name_the_install_command(tmp_path):
     ClipTokenizer(tmp_path / "bad.txt.gz")
   with pytest.raises(InputError):
     ClipTokenizer()("a single string, not a batch")
+
+
+def test_config_check_refuses_fewer_samples_than_r_precision_candidates():
+  from configs import t2i
+  from genjax.train.config_check import validate_config
+  config = t2i.get_config("size=smoke")
+  config.eval.clip_score, config.eval.clip_samples, config.eval.clip_r = "runs/clip", 2, 3
+  with pytest.raises(ConfigError, match="clip_samples=2 must be >= config.eval.clip_r=3"):
+    validate_config(config)

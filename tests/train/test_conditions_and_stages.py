@@ -52,12 +52,20 @@ def test_batches_carry_caption_tokens(captioned, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(captioned, tmp_path_factory):
-  """One t2i smoke run (6 steps, checkpoints at 3 and 6, FID with a tiny feature net), with
-  every `Run.sample` call's caption tokens recorded: (workdir, final state, recorded tokens)."""
+  """One t2i smoke run (6 steps, checkpoints at 3 and 6, FID with a tiny feature net, CLIP score
+  with an in-domain CLIP smoke run as the scorer), with every `Run.sample` call's caption tokens
+  recorded: (workdir, final state, recorded tokens)."""
+  from configs import clip as clip_configs
   from genjax.train import fid_evaluator
   from tests.metrics.tiny import tiny_features
   dataset, _ = captioned
-  config = t2i_config(dataset, **{"eval.fid_samples": 12, "eval.fid_reference_count": 12})
+  clip_dir = tmp_path_factory.mktemp("clip")
+  clip_config = clip_configs.get_config(f"dataset={dataset},size=smoke")
+  clip_config.model.patch_size = 4
+  loop.train_and_evaluate(clip_config, str(clip_dir))
+  config = t2i_config(dataset, **{"eval.fid_samples": 12, "eval.fid_reference_count": 12,
+                                  "eval.clip_score": str(clip_dir), "eval.clip_samples": 12,
+                                  "eval.clip_r": 3})
   seen, original = [], Run.sample
 
   def spy(self, state, num, cond=None, rng=None, **options):
@@ -74,13 +82,15 @@ def trained(captioned, tmp_path_factory):
 
 def test_text_model_trains_evaluates_scores_fid_and_samples(captioned, trained):
   """The condition pytree reaches training, eval metrics, the grid, FID (each sample drawn
-  under the caption of the reference image it is compared with) and prompt sampling."""
+  under the caption of the reference image it is compared with), CLIP score / R-precision
+  (genjax/train/clip_evaluator.py) and prompt sampling."""
   _, rows = captioned
   workdir, state, seen, _ = trained
   lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   final = [l for l in lines if "eval/fid" in l][-1]
   assert np.isfinite(final["eval/fid"]) and final["eval/fid_num_samples"] == 12
   assert np.isfinite(final["eval/eval_loss"])
+  assert 0 <= final["eval/clip_score"] <= 100 and 0 <= final["eval/clip_r_precision"] <= 1
   run = Run.from_workdir(str(workdir))
   test_captions = [r["text"] for r in rows if r["split"] == "test"]
   # Call 0 draws the grid (eval split's first 8 captions); calls 1-2 the FID batches of 8:
@@ -88,6 +98,9 @@ def test_text_model_trains_evaluates_scores_fid_and_samples(captioned, trained):
   np.testing.assert_array_equal(seen[0], run.tokenizer(test_captions[:8])[0])
   fid_tokens = np.concatenate(seen[1:3])[:12]
   np.testing.assert_array_equal(fid_tokens, run.tokenizer(test_captions[:12])[0])
+  # Calls 3-4: the CLIP evaluator's 12 samples under the same first 12 captions.
+  clip_tokens = np.concatenate(seen[3:5])[:12]
+  np.testing.assert_array_equal(clip_tokens, run.tokenizer(test_captions[:12])[0])
   # Prompts: the text changes the sample (same noise), guidance is one doubled batch.
   red = run.sample(state, 2, run.prompt_conditions(["a red square on the left"] * 2))
   blue = run.sample(state, 2, run.prompt_conditions(["a blue square on the right"] * 2))
