@@ -25,14 +25,13 @@ import optax
 
 from genjax.errors import ConfigError
 from genjax.families.base import Family
-from genjax.nn.clip import Clip, ClipSpec
+from genjax.nn.clip import CLIP_MEAN, CLIP_STD, Clip, ClipSpec
 from genjax.optim import make_optimizer
 
 MAX_LOGIT_SCALE = float(np.log(100.0))
 
 
 def normalize_images(images_uint8: jax.Array) -> jax.Array:
-  from genjax.metrics.clip_score import CLIP_MEAN, CLIP_STD  # pylint: disable=import-outside-toplevel
   x = images_uint8.astype(jnp.float32) / 255.0
   if x.shape[-1] == 1:
     x = jnp.repeat(x, 3, axis=-1)  # grayscale datasets: CLIP's towers take RGB
@@ -110,29 +109,14 @@ class Contrastive(Family):
 def run_scorer(workdir, batch_size: int = 32):
   """A ClipScorer (genjax.metrics.clip_score) from a trained run of this family (WORKDIR or
   WORKDIR@STEP): its EMA parameters, its tokenizer, its image size."""
-  from genjax.metrics.clip_score import ClipScorer, preprocess  # pylint: disable=import-outside-toplevel
+  from genjax.metrics.clip_score import make_scorer  # pylint: disable=import-outside-toplevel
   from genjax.train import stages  # pylint: disable=import-outside-toplevel
   from genjax.train.run import tokenizer_for  # pylint: disable=import-outside-toplevel
   stage = stages.load_stage("clip", str(workdir))
   config = stage.info.config
   if config.family != "clip":
     raise ConfigError(f"{workdir} is a {config.family!r} run, not a clip run (configs/clip.py)")
-  params = jax.tree.map(jnp.asarray, stage.params)
-  spec = ClipSpec.from_params(params, config.model.activation)
-  model = Clip(spec)
-  tokenizer = tokenizer_for(config)
-  image_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Clip.embed_images))
-  text_fn = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask,
-                                                     method=Clip.embed_texts))
-
-  def embed_texts(texts):
-    ids, mask = tokenizer(texts)
-    return text_fn(params, ids, mask)
-
-  return ClipScorer(
-      image_fn=lambda x: image_fn(params, x), text_fn=embed_texts,
-      preprocess_fn=lambda image: preprocess(image, spec.image_size),
-      source={"checkpoint": stage.record["source"], "params_sha256": stage.record["params_sha256"],
-              "activation": spec.activation, "image_size": spec.image_size,
-              "embed_dim": spec.embed_dim},
-      batch_size=batch_size)
+  spec = ClipSpec.from_params(stage.params, config.model.activation)
+  return make_scorer(spec, stage.params, tokenizer_for(config),
+                     {"checkpoint": stage.record["source"],
+                      "params_sha256": stage.record["params_sha256"]}, batch_size)

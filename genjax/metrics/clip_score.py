@@ -50,9 +50,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from genjax.errors import InputError, UserError, WeightsError
-
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+from genjax.nn.clip import CLIP_MEAN, CLIP_STD, Clip, ClipSpec, state_dict_to_params
 DEFAULT_W = 100.0
 DEFAULT_R = 100
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -197,25 +195,37 @@ class ClipScorer:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def make_scorer(spec: ClipSpec, params, tokenize: Callable, source: dict,
+                batch_size: int = 32) -> ClipScorer:
+  """A scorer for `Clip(spec)` with `params`; `tokenize(texts) -> (ids, mask or None)` (None:
+  OpenAI's ids, pooled at their largest id; a mask: pooled at the last real token)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  model = Clip(spec)
+  params = jax.device_put(params)  # once, not per batch
+  image_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Clip.embed_images))
+  text_fn = jax.jit(lambda p, ids, mask: model.apply({"params": p}, ids, mask,
+                                                     method=Clip.embed_texts))
+
+  def embed_texts(texts):
+    ids, mask = tokenize(texts)
+    return text_fn(params, ids, mask)
+
+  return ClipScorer(
+      image_fn=lambda x: image_fn(params, x), text_fn=embed_texts,
+      preprocess_fn=lambda image: preprocess(image, spec.image_size),
+      source={**source, "activation": spec.activation, "image_size": spec.image_size,
+              "embed_dim": spec.embed_dim},
+      batch_size=batch_size)
+
+
 def openai_scorer(path, activation: Optional[str] = None, batch_size: int = 32) -> ClipScorer:
   """A scorer with weights from an OpenAI / open_clip checkpoint file and CLIP's tokenizer."""
-  import jax  # pylint: disable=import-outside-toplevel
   from genjax.data.clip_tokenizer import ClipTokenizer  # pylint: disable=import-outside-toplevel
-  from genjax.nn.clip import Clip, ClipSpec, state_dict_to_params  # pylint: disable=import-outside-toplevel
   state, activation, digest = read_clip_checkpoint(path, activation)
   spec = ClipSpec.from_state_dict(state, activation)
-  params = jax.device_put(state_dict_to_params(state, spec))  # once, not per batch
-  model = Clip(spec)
   tokenizer = ClipTokenizer(context_length=spec.context_length)
-  image_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method=Clip.embed_images))
-  text_fn = jax.jit(lambda p, ids: model.apply({"params": p}, ids, method=Clip.embed_texts))
-  return ClipScorer(
-      image_fn=lambda x: image_fn(params, x),
-      text_fn=lambda texts: text_fn(params, tokenizer(texts)),
-      preprocess_fn=lambda im: preprocess(im, spec.image_size),
-      source={"checkpoint": str(path), "sha256": digest, "activation": activation,
-              "image_size": spec.image_size, "embed_dim": spec.embed_dim},
-      batch_size=batch_size)
+  return make_scorer(spec, state_dict_to_params(state, spec), lambda t: (tokenizer(t), None),
+                     {"checkpoint": str(path), "sha256": digest}, batch_size)
 
 
 def load_scorer(checkpoint, activation: Optional[str] = None, batch_size: int = 32) -> ClipScorer:

@@ -35,6 +35,9 @@ import numpy as np
 from genjax.errors import WeightsError
 
 ACTIVATIONS = ("quick_gelu", "gelu")
+# The pixel normalisation every CLIP checkpoint was trained with (x in [0, 1]).
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 LN_EPS = 1e-5
 HEAD_WIDTH = 64
 
