@@ -20,7 +20,7 @@ from genjax.families.autoencoder import latent_scale, psnr, quantize
 from genjax.nn import lpips
 from genjax.nn.images import symmetric_to_unit, uint8_to_symmetric
 from genjax.train.loop import train_and_evaluate
-from tests.helpers import smoke_config
+from tests.helpers import assert_resume_is_bitwise, smoke_config
 
 SHAPE = (64, 64, 3)  # AlexNet LPIPS (cheaper to compile than VGG16) needs >= 64 px
 STAGES = {"lpips": StageInfo("lpips", "pretrained:lpips_alexnet")}
@@ -107,9 +107,13 @@ def test_psnr_against_numpy():
   assert np.allclose(np.asarray(quantize(jnp.asarray(x))) * 255, np.round(x * 255))
 
 
-def test_loop_trains_evaluates_and_stores_latent_statistics(tmp_path, data_dir):
+def test_loop_trains_evaluates_stores_latent_statistics_and_resumes_bitwise(tmp_path, data_dir):
+  """The smoke run through the loop (checkpoints every 3 of 6 steps), then 3 steps, stop, resume
+  to 6 == the straight run, bit for bit (tests/train/test_loop.py's resume check, done here on
+  this run rather than on a second one: the autoencoder's LPIPS network makes each compile dear)."""
   workdir = tmp_path / "ae"
   config = smoke_config("autoencoder", data_dir=data_dir)
+  assert (config.total_steps, config.checkpoint_every) == (6, 3)
   state = train_and_evaluate(config, str(workdir))
   assert int(state.step) == config.total_steps
   assert set(state.params) == {"encoder", "decoder", "discriminator"}
@@ -123,6 +127,8 @@ def test_loop_trains_evaluates_and_stores_latent_statistics(tmp_path, data_dir):
   assert evals[-1]["stats/latent_sq"] == stats["latent_sq"]
   assert latent_scale(stats) == pytest.approx(1 / math.sqrt(stats["latent_sq"] - stats["latent_mean"] ** 2))
   assert (workdir / "samples" / f"reconstructions_{config.total_steps:07d}.png").exists()
+  config.eval_every = 0  # the straight run was evaluated above; the parameters are compared
+  assert_resume_is_bitwise(config, workdir, tmp_path / "resumed", stop_step=3)
 
 
 def test_samples_are_reconstructions_of_the_condition_images(lpips_params):
