@@ -13,8 +13,8 @@ Architecture (OpenAI's `clip/model.py`, which open_clip's `CLIP` class keeps nam
 * text tower: token + learned position embeddings, the same blocks under a causal mask,
   `ln_final`, the features at the end-of-text token (the row's largest id, as OpenAI pools), then
   `text_projection`.
-Heads are width / 64 in both towers (at least 1), layer norms have eps 1e-5 and run in float32. The MLP's
-activation is QuickGELU (x * sigmoid(1.702 x)) for OpenAI-trained weights and exact GELU for most
+Heads are width / 64 in both towers (at least 1), layer norms have eps 1e-5 and run in float32.
+The MLP's activation is QuickGELU (x * sigmoid(1.702 x)) for OpenAI-trained weights and exact GELU for most
 open_clip ones; it is NOT stored in a state dict, so `ClipSpec` takes it explicitly (a wrong one
 changes the embeddings: tests/metrics/test_clip_parity.py).
 
@@ -35,7 +35,7 @@ import numpy as np
 from genjax.errors import WeightsError
 
 ACTIVATIONS = ("quick_gelu", "gelu")
-# The pixel normalisation every CLIP checkpoint was trained with (x in [0, 1]).
+# OpenAI's pixel normalisation (x in [0, 1]), kept by open_clip's CLIP models.
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 LN_EPS = 1e-5
