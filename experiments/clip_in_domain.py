@@ -81,10 +81,7 @@ def main():
   workdir = args.clip.rpartition("@")[0] if "@" in os.path.basename(args.clip) else args.clip
   config = read_run_config(workdir)
   dataset = args.dataset or config.dataset
-  data_dir = config.data_dir or None
-  if data_dir is None:
-    from genjax import data
-    data_dir = data.default_data_dir()
+  data_dir = config.data_dir or None  # None: $GENJAX_DATA_DIR or ~/tensorflow_datasets
   scorer = clip_score.load_scorer(args.clip)
   results = {"clip": scorer.source, "dataset": dataset, "split": args.split, "seed": args.seed}
   for n in [int(s) for s in args.objects.split(",")]:

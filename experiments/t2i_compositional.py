@@ -84,10 +84,9 @@ def fid_kid(features, a, b) -> dict:
 
 
 def clip_metrics(scorer, images, captions) -> dict:
-  from genjax.metrics import clip_score
-  img, txt = scorer.embed_images(list(images)), scorer.embed_texts(captions)
-  precision, _ = clip_score.r_precision(img, captions, txt)
-  return {"clip_score": float(clip_score.clip_scores(img, txt).mean()), "clip_r_precision": precision}
+  from genjax.metrics.clip_score import score_pairs
+  scores = score_pairs(scorer, list(images), captions)
+  return {k: scores[k] for k in ("clip_score", "clip_r_precision")}
 
 
 def evaluate(run, state, step, reader, features, args, num_objects, scorer=None):

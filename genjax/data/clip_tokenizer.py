@@ -124,10 +124,6 @@ class ClipTokenizer:
   def vocab_size(self) -> int:
     return self._backend.get_vocab_size(with_added_tokens=True)
 
-  def encode(self, text: str) -> list[int]:
-    """The BPE ids of one caption, without start/end tokens or truncation."""
-    return self._backend.encode(clean(text), add_special_tokens=False).ids
-
   def __call__(self, texts: Sequence[str]) -> np.ndarray:
     if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
       raise InputError("ClipTokenizer expects a sequence of str (a batch of captions)")

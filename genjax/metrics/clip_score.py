@@ -265,6 +265,20 @@ def r_precision(image_emb: np.ndarray, texts: Sequence[str], text_emb: np.ndarra
   return float(hits.mean()), hits
 
 
+def score_pairs(scorer: ClipScorer, images: Sequence, captions: Sequence[str], r: int = DEFAULT_R,
+                seed: int = 0, w: float = DEFAULT_W, progress: bool = False) -> dict:
+  """Image i against caption i: {"clip_score": mean, "clip_r_precision", "per_pair"} (r = 0:
+  no R-precision), the numbers the CLI, the training evaluator and the experiments report."""
+  captions = list(captions)
+  img = scorer.embed_images(images, progress=progress)
+  txt = scorer.embed_texts(captions, progress=progress)
+  per_pair = clip_scores(img, txt, w)
+  out = {"clip_score": float(per_pair.mean()), "per_pair": per_pair}
+  if r:
+    out["clip_r_precision"], _ = r_precision(img, captions, txt, r, seed)
+  return out
+
+
 # ----------------------------------------------------------------------------- command line
 
 def read_pairs(images: str, captions: str) -> tuple[list[str], list[str]]:
@@ -324,13 +338,10 @@ def main(argv=None) -> int:
   try:
     paths, texts = read_pairs(args.images, args.captions)
     scorer = load_scorer(args.checkpoint, args.activation, args.batch_size)
-    img = scorer.embed_images(paths, progress=True)
-    txt = scorer.embed_texts(texts, progress=True)
-    per_pair = clip_scores(img, txt, args.w)
-    result = {"clip_score": float(per_pair.mean()), "w": args.w, "pairs": len(paths),
-              **scorer.source}
+    scores = score_pairs(scorer, paths, texts, args.r, args.seed, args.w, progress=True)
+    per_pair = scores.pop("per_pair")
+    result = {**scores, "w": args.w, "pairs": len(paths), **scorer.source}
     if args.r:
-      result["clip_r_precision"], _ = r_precision(img, texts, txt, args.r, args.seed)
       result.update(r=args.r, seed=args.seed)
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)

@@ -50,9 +50,5 @@ class TrainingCLIP:
       cond = run.conditions(batch, offset=start, host=host)
       drawn = run.sample(state, batch, cond, jax.random.fold_in(rng, start))
       images.append(np.round(np.clip(np.asarray(drawn)[:n], 0, 1) * 255).astype(np.uint8))
-    images = np.concatenate(images)
-    img = self.scorer.embed_images(list(images))
-    txt = self.scorer.embed_texts(captions)
-    precision, _ = clip_score.r_precision(img, captions, txt, self.r)
-    return {"clip_score": float(clip_score.clip_scores(img, txt).mean()),
-            "clip_r_precision": precision}
+    scores = clip_score.score_pairs(self.scorer, list(np.concatenate(images)), captions, self.r)
+    return {k: scores[k] for k in ("clip_score", "clip_r_precision")}
