@@ -14,6 +14,7 @@ FAMILIES = {
     "ddpm": "genjax.families.diffusion:Diffusion",
     "gan": "genjax.families.gan:GAN",
     "flow": "genjax.families.flow:Flow",
+    "pixelcnn": "genjax.families.pixelcnn:PixelCNN",
     "autoencoder": "genjax.families.autoencoder:Autoencoder",
     "super_resolution": "genjax.families.super_resolution:SuperResolution",
     "clip": "genjax.families.contrastive:Contrastive",

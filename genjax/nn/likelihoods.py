@@ -37,3 +37,65 @@ def discretized_logistic_logprob(x, mean, log_scale):
 def gaussian_kl_to_standard(mean, log_var):
   """KL(N(mean, exp(log_var)) || N(0, I)), summed over the last axis, in nats."""
   return 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+
+
+def num_mixture_outputs(channels: int, num_mixtures: int) -> int:
+  """Network outputs per pixel for `discretized_logistic_mixture_logprob`: per component a
+  logit, C means, C log-scales and C(C-1)/2 channel coefficients (10 per component for RGB)."""
+  return num_mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def _split_mixture(outputs, channels: int):
+  """[..., K * (1 + 2C + C(C-1)/2)] -> logits [..., K], means, log_scales [..., K, C],
+  coefficients [..., K, C(C-1)/2] in (-1, 1)."""
+  per = 1 + 2 * channels + channels * (channels - 1) // 2
+  k = outputs.shape[-1] // per
+  logits, rest = outputs[..., :k], outputs[..., k:].reshape(*outputs.shape[:-1], k, per - 1)
+  means, log_scales = rest[..., :channels], rest[..., channels:2 * channels]
+  return logits, means, log_scales, jnp.tanh(rest[..., 2 * channels:])
+
+
+def _channel_means(means, coefficients, x):
+  """PixelCNN++'s within-pixel autoregression: channel c's mean is shifted by a linear
+  function of the pixel's channels before it, mean_c + sum_{c' < c} a_{c c'} x_{c'}.
+  means [..., K, C], coefficients [..., K, C(C-1)/2] (row-major over c > c'), x [..., C]."""
+  channels = means.shape[-1]
+  shifted, index = [means[..., 0]], 0
+  for c in range(1, channels):
+    shift = sum(coefficients[..., index + j] * x[..., None, j] for j in range(c))
+    shifted.append(means[..., c] + shift)
+    index += c
+  return jnp.stack(shifted, axis=-1)
+
+
+def discretized_logistic_mixture_logprob(x, outputs):
+  """log P(x) per pixel (nats) under PixelCNN++'s mixture of discretized logistics.
+
+  x: [..., C] on the 8-bit grid in [-1, 1]; outputs: [..., num_mixture_outputs(C, K)].
+  Each component k is a product over channels of discretized logistics whose means depend on
+  the earlier channels of the same pixel (`_channel_means`), so for every earlier context the
+  256^C probabilities of a pixel sum to 1. Returns [...]."""
+  outputs = jnp.broadcast_to(outputs, x.shape[:-1] + outputs.shape[-1:])
+  logits, means, log_scales, coefficients = _split_mixture(outputs, x.shape[-1])
+  means = _channel_means(means, coefficients, x)
+  per_channel = discretized_logistic_logprob(x[..., None, :], means, log_scales)  # [..., K, C]
+  return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + per_channel.sum(-1), axis=-1)
+
+
+def sample_discretized_logistic_mixture(rng, outputs, channels: int):
+  """Draws x [..., C] on the 8-bit grid in [-1, 1] from the mixture `outputs` describes:
+  one component per pixel (Gumbel-max over the logits), then channel by channel, each mean
+  shifted by the already drawn channels, rounded to the nearest of the 256 levels."""
+  logits, means, log_scales, coefficients = _split_mixture(outputs, channels)
+  component_rng, *channel_rngs = jax.random.split(rng, channels + 1)
+  component = jnp.argmax(logits + jax.random.gumbel(component_rng, logits.shape), axis=-1)
+  pick = lambda a: jnp.take_along_axis(a, component[..., None, None], axis=-2)[..., 0, :]
+  means, log_scales, coefficients = pick(means), pick(log_scales), pick(coefficients)
+  x = jnp.zeros(means.shape, means.dtype)
+  for c in range(channels):
+    # Channel c's mean needs only channels < c of x, which are drawn already.
+    mean = _channel_means(means[..., None, :], coefficients[..., None, :], x)[..., 0, c]
+    u = jax.random.uniform(channel_rngs[c], mean.shape, minval=1e-5, maxval=1 - 1e-5)
+    value = mean + jnp.exp(jnp.maximum(log_scales[..., c], -7.0)) * (jnp.log(u) - jnp.log1p(-u))
+    x = x.at[..., c].set(jnp.round((jnp.clip(value, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0)
+  return x
