@@ -16,6 +16,7 @@ FAMILIES = {
     "flow": "genjax.families.flow:Flow",
     "pixelcnn": "genjax.families.pixelcnn:PixelCNN",
     "autoencoder": "genjax.families.autoencoder:Autoencoder",
+    "vqvae": "genjax.families.vqvae:VQAutoencoder",
     "super_resolution": "genjax.families.super_resolution:SuperResolution",
     "clip": "genjax.families.contrastive:Contrastive",
 }

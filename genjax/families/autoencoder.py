@@ -69,7 +69,11 @@ def latent_scale(stats: Mapping[str, float]) -> float:
 
 
 class Autoencoder(Family):
-  """params = {"encoder", "decoder"[, "discriminator"]}; the EMA covers encoder and decoder."""
+  """params = {"encoder", "decoder"[, "discriminator"]}; the EMA covers encoder and decoder.
+
+  The bottleneck is three methods a subclass replaces (genjax/families/vqvae.py: a vector-
+  quantised one): `bottleneck` (training latents and their regulariser), `latents` (the
+  deterministic encoding) and `update_bottleneck` (state updated outside the gradient)."""
 
   conditions_on_images = True  # its "samples" are reconstructions of the condition images
 
@@ -82,11 +86,12 @@ class Autoencoder(Family):
       raise ConfigError(f"image size {h}x{w} must be divisible by the downsampling factor {factor} "
                         f"(model.channels={tuple(m.channels)} has {len(m.channels)} levels)")
     for key in ("lpips_weight", "kl_weight", "disc_weight"):
-      if m[key] < 0:
+      if m.get(key, 0) < 0:
         raise ConfigError(f"model.{key} must be >= 0, got {m[key]}")
     self.factor = factor
     self.latent_shape = (h // factor, w // factor, m.latent_channels)
-    self.encoder = SpatialEncoder(tuple(m.channels), m.num_res_blocks, m.latent_channels)
+    self.encoder = SpatialEncoder(tuple(m.channels), m.num_res_blocks, m.latent_channels,
+                                  posterior=self.regularizer_name == "kl")
     self.decoder = SpatialDecoder(tuple(m.channels), m.num_res_blocks, c)
     self.optimizer = make_optimizer(config.optim, config.total_steps)
     self.use_disc = m.disc_weight > 0
@@ -114,6 +119,35 @@ class Autoencoder(Family):
     """Latents -> images in [-1, 1] (not clipped)."""
     return self.decoder.apply({"params": params["decoder"]}, z)
 
+  # ---- the bottleneck (KL here) ---------------------------------------------------------------
+  regularizer_name = "kl"  # the metric the regulariser is logged as
+
+  @property
+  def regularizer_weight(self) -> float:
+    return self.config.model.kl_weight
+
+  def bottleneck(self, ae, params, x, rng):
+    """(latent the decoder trains on, regulariser (a scalar, weighted by `regularizer_weight`),
+    aux for `update_bottleneck`); `ae` is the differentiated encoder/decoder, `params` all."""
+    del params
+    mean, log_var = self.encoder.apply({"params": ae["encoder"]}, x)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+    kl = gaussian_kl_to_standard(mean.reshape(x.shape[0], -1), log_var.reshape(x.shape[0], -1))
+    return z, jnp.mean(kl) / math.prod(self.data.image_shape), {}
+
+  def latents(self, params, images_uint8):
+    """The deterministic encoding (the posterior mean) that reconstructions decode."""
+    return self.encode(params, images_uint8)[0]
+
+  def update_bottleneck(self, params, aux, rng):
+    """New values of params outside the encoder/decoder (none for the KL bottleneck)."""
+    del params, aux, rng
+    return {}
+
+  def trained_view(self, params):
+    """What the optimizer updates: encoder and decoder."""
+    return {"encoder": params["encoder"], "decoder": params["decoder"]}
+
   def _lpips(self, frozen, x, y):
     return lpips.distance(self.lpips_net, frozen["lpips"], x, y)
 
@@ -121,16 +155,16 @@ class Autoencoder(Family):
     enc_rng, dec_rng, d_rng = jax.random.split(rng, 3)
     x = uint8_to_symmetric(batch["image"][:1])
     params = {"encoder": self.encoder.init(enc_rng, x)["params"]}
-    mean, _ = self.encoder.apply({"params": params["encoder"]}, x)
-    params["decoder"] = self.decoder.init(dec_rng, mean)["params"]
-    opt_state = {"autoencoder": self.optimizer.init(self.ema_view(params))}
+    z = self.encoder.apply({"params": params["encoder"]}, x)
+    params["decoder"] = self.decoder.init(dec_rng, z[0] if self.encoder.posterior else z)["params"]
+    opt_state = {"autoencoder": self.optimizer.init(self.trained_view(params))}
     if self.use_disc:
       params["discriminator"] = self.discriminator.init(d_rng, x)["params"]
       opt_state["discriminator"] = self.d_optimizer.init(params["discriminator"])
     return params, opt_state
 
   def ema_view(self, params):
-    return {"encoder": params["encoder"], "decoder": params["decoder"]}
+    return self.trained_view(params)
 
   # ---- training -------------------------------------------------------------------------------
   def _reconstruction_loss(self, x, x_hat, frozen):
@@ -139,20 +173,18 @@ class Autoencoder(Family):
     return l1, self._lpips(frozen, x, x_hat)
 
   def generator_gradients(self, params, x, rng, d_on, frozen):
-    """(gradients of L for the encoder and decoder, x_hat, metrics incl. "loss"); see the
-    module docstring. Built from vjps so LPIPS and D are differentiated once each."""
+    """(gradients of L for the encoder and decoder, x_hat, metrics incl. "loss", the
+    bottleneck's aux); see the module docstring. Built from vjps so LPIPS and D are
+    differentiated once each."""
     m = self.config.model
-    n_pixels = math.prod(self.data.image_shape)
 
-    def features_and_kl(ae):  # everything up to the decoder's output convolution
-      mean, log_var = self.encoder.apply({"params": ae["encoder"]}, x)
-      z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+    def features_and_regularizer(ae):  # everything up to the decoder's output convolution
+      z, regularizer, aux = self.bottleneck(ae, params, x, rng)
       h = self.decoder.apply({"params": ae["decoder"]}, z, method=SpatialDecoder.features)
-      kl = gaussian_kl_to_standard(mean.reshape(x.shape[0], -1), log_var.reshape(x.shape[0], -1))
-      return h, jnp.mean(kl) / n_pixels
+      return (h, regularizer), aux
 
-    ae = self.ema_view(params)
-    (h, kl), features_vjp = jax.vjp(features_and_kl, ae)
+    ae = self.trained_view(params)
+    (h, regularizer), features_vjp, aux = jax.vjp(features_and_regularizer, ae, has_aux=True)
     def output_conv(w, h):  # the decoder's own output layer, with its weights as an argument
       return self.decoder.apply({"params": {"conv_out": w}}, h, method=lambda d, h: d.conv_out(h))
 
@@ -164,9 +196,9 @@ class Autoencoder(Family):
 
     rec, rec_vjp, (l1, perceptual) = jax.vjp(rec_fn, x_hat, has_aux=True)
     (d_rec,) = rec_vjp(jnp.ones_like(rec))
-    metrics = {"l1": jnp.mean(l1), "lpips": jnp.mean(perceptual), "kl": kl,
+    metrics = {"l1": jnp.mean(l1), "lpips": jnp.mean(perceptual), self.regularizer_name: regularizer,
                "psnr": jnp.mean(psnr(symmetric_to_unit(x), quantize(symmetric_to_unit(x_hat))))}
-    loss = rec + m.kl_weight * kl
+    loss = rec + self.regularizer_weight * regularizer
     d_out = d_rec
     if self.use_disc:
       gan, gan_vjp = jax.vjp(lambda xh: -jnp.mean(self.discriminator.apply(
@@ -179,16 +211,16 @@ class Autoencoder(Family):
       loss = loss + weight * gan
       metrics.update(g_loss=gan, adaptive_weight=weight)
     d_w, d_h = output_vjp(d_out)
-    (grads,) = features_vjp((d_h, jnp.full_like(kl, m.kl_weight)))
+    (grads,) = features_vjp((d_h, jnp.full_like(regularizer, self.regularizer_weight)))
     grads["decoder"]["conv_out"] = jax.tree.map(jnp.add, grads["decoder"]["conv_out"], d_w)
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
-    return grads, x_hat, metrics
+    return grads, x_hat, metrics, aux
 
   def autoencoder_update(self, params, opt_state, x, rng, d_on, frozen):
-    grads, x_hat, metrics = self.generator_gradients(params, x, rng, d_on, frozen)
-    ae = self.ema_view(params)
+    grads, x_hat, metrics, aux = self.generator_gradients(params, x, rng, d_on, frozen)
+    ae = self.trained_view(params)
     updates, ae_opt = self.optimizer.update(grads, opt_state["autoencoder"], ae)
-    return optax.apply_updates(ae, updates), ae_opt, x_hat, metrics
+    return optax.apply_updates(ae, updates), ae_opt, x_hat, metrics, aux
 
   def discriminator_update(self, d_params, d_opt, x, x_hat, d_on):
     def loss_fn(p):
@@ -205,8 +237,9 @@ class Autoencoder(Family):
   def train_step(self, params, opt_state, batch, rng, step, frozen=None):
     x = uint8_to_symmetric(batch["image"])
     d_on = (step >= self.config.model.disc_start).astype(jnp.float32) if self.use_disc else 0.0
-    ae, ae_opt, x_hat, metrics = self.autoencoder_update(params, opt_state, x, rng, d_on, frozen)
-    new_params, new_opt = dict(ae), {"autoencoder": ae_opt}
+    ae, ae_opt, x_hat, metrics, aux = self.autoencoder_update(params, opt_state, x, rng, d_on, frozen)
+    new_params = {**params, **ae, **self.update_bottleneck(params, aux, jax.random.fold_in(rng, 1))}
+    new_opt = {"autoencoder": ae_opt}
     if self.use_disc:
       new_params["discriminator"], new_opt["discriminator"], metrics["d_loss"] = self.discriminator_update(
           params["discriminator"], opt_state["discriminator"], x, x_hat, d_on)
@@ -214,17 +247,20 @@ class Autoencoder(Family):
 
   # ---- evaluation -----------------------------------------------------------------------------
   def reconstruct(self, params, images_uint8):
-    """Posterior-mean reconstructions in [0, 1]."""
-    mean, _ = self.encode(params, images_uint8)
-    return jnp.clip(symmetric_to_unit(self.decode(params, mean)), 0.0, 1.0)
+    """Reconstructions in [0, 1] of the deterministic encoding."""
+    return jnp.clip(symmetric_to_unit(self.decode(params, self.latents(params, images_uint8))), 0.0, 1.0)
+
+  def reconstruction_metrics(self, ema_params, batch, frozen):
+    """Per-image l1, lpips (on [-1, 1] images) and psnr (dB, 8-bit reconstructions), [B] each."""
+    x01 = batch["image"].astype(jnp.float32) / 255.0
+    x_hat = self.reconstruct(ema_params, batch["image"])
+    l1, perceptual = self._reconstruction_loss(2 * x01 - 1, 2 * x_hat - 1, frozen)
+    return {"l1": l1, "lpips": perceptual, "psnr": psnr(x01, quantize(x_hat))}
 
   def eval_metrics(self, ema_params, batch, rng, frozen=None):
-    x01 = batch["image"].astype(jnp.float32) / 255.0
     mean, log_var = self.encode(ema_params, batch["image"])
-    x_hat = jnp.clip(symmetric_to_unit(self.decode(ema_params, mean)), 0.0, 1.0)
-    b = x01.shape[0]
-    l1, perceptual = self._reconstruction_loss(2 * x01 - 1, 2 * x_hat - 1, frozen)
-    return {"l1": l1, "lpips": perceptual, "psnr": psnr(x01, quantize(x_hat)),
+    b = mean.shape[0]
+    return {**self.reconstruction_metrics(ema_params, batch, frozen),
             "kl": gaussian_kl_to_standard(mean.reshape(b, -1), log_var.reshape(b, -1))}
 
   def train_statistics(self, ema_params, batch, rng, frozen=None):

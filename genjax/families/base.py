@@ -152,6 +152,13 @@ class Family(abc.ABC):
     del ema_params, batch, rng, frozen
     return {}
 
+  def summarize_eval(self, averages: Mapping[str, jax.Array]) -> Metrics:
+    """The eval metrics reported, from the split-wide averages of `eval_metrics`. A
+    per-example metric may be a vector [B, K], averaged over the split to [K], for what no
+    average of per-image numbers gives (how many of a tokenizer's codes the whole split
+    uses); this hook turns such vectors into scalars. Default: the averages unchanged."""
+    return dict(averages)
+
   def train_statistics(self, ema_params: PyTree, batch: Batch, rng: jax.Array,
                        frozen: Frozen = None) -> Metrics:
     """Per-example statistics of the model on TRAINING images, each [B] (e.g. an

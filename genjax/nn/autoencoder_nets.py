@@ -20,9 +20,12 @@ def _norm_act(h):
 
 
 class SpatialEncoder(nn.Module):
+  """(mean, log_var) of the posterior; with `posterior=False` one latent map (a VQ encoder's)."""
+
   channels: tuple[int, ...]  # per resolution level, from the image's down
   num_res_blocks: int
   latent_channels: int
+  posterior: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -33,7 +36,9 @@ class SpatialEncoder(nn.Module):
       if i < len(self.channels) - 1:
         h = nn.Conv(ch, (3, 3), strides=(2, 2))(h)
     h = ResBlock(self.channels[-1])(h)
-    stats = nn.Conv(2 * self.latent_channels, (3, 3))(_norm_act(h))
+    stats = nn.Conv((1 + self.posterior) * self.latent_channels, (3, 3))(_norm_act(h))
+    if not self.posterior:
+      return stats
     mean, log_var = jnp.split(stats, 2, axis=-1)
     return mean, jnp.clip(log_var, -30.0, 20.0)
 

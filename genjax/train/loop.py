@@ -102,7 +102,7 @@ class Evaluator:
       for i, batch in enumerate(run.eval_batches()):
         first_batch = first_batch if first_batch is not None else batch
         acc = self.eval_step(state.ema_params, acc, batch, jax.random.fold_in(eval_rng, i), run.frozen)
-      results = {f"eval/{k}": float(v) for k, v in acc.compute().items()}
+      results = {f"eval/{k}": float(v) for k, v in run.family.summarize_eval(acc.compute()).items()}
     if self.statistics is not None:
       results.update(self._train_statistics(state, step))
     paths = {}

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from clu import metrics as clu_metrics
+from flax import struct
 
 from genjax import compiler_options
 from genjax.families.base import Family
@@ -22,8 +23,41 @@ from genjax.train.state import TrainState, ema_decay_at, ema_update
 
 
 def averages(names) -> type[clu_metrics.Collection]:
-  """A clu Collection averaging each named metric (masked when given a mask)."""
-  return clu_metrics.Collection.create(**{n: clu_metrics.Average.from_output(n) for n in sorted(names)})
+  """A clu Collection averaging each named metric over examples (masked when given a mask).
+  `names` may map names to per-example shapes (e.g. `jax.eval_shape` of `eval_metrics`): a
+  metric shaped [B, K] is then averaged to a [K] vector (see `Family.summarize_eval`)."""
+  shapes = names if isinstance(names, dict) else {}
+  return clu_metrics.Collection.create(**{
+      n: _vector_average(n, shapes[n].shape[1]) if n in shapes and len(shapes[n].shape) == 2
+      else clu_metrics.Average.from_output(n) for n in sorted(names)})
+
+
+def _vector_average(name: str, size: int) -> type[clu_metrics.Metric]:
+  """clu's Average for per-example vectors [B, size]: the masked mean over examples, [size].
+  Its empty value already has the vector's shape, so a jitted eval step compiles once."""
+
+  @struct.dataclass
+  class VectorAverage(clu_metrics.Metric):
+    total: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def empty(cls):
+      return cls(total=jnp.zeros((size,), jnp.float32), count=jnp.zeros((), jnp.float32))
+
+    @classmethod
+    def from_model_output(cls, mask=None, **outputs):
+      values = outputs[name].astype(jnp.float32)
+      weight = jnp.ones(values.shape[:1], jnp.float32) if mask is None else mask.astype(jnp.float32)
+      return cls(total=weight @ values, count=weight.sum())
+
+    def merge(self, other):
+      return type(self)(total=self.total + other.total, count=self.count + other.count)
+
+    def compute(self):
+      return self.total / jnp.maximum(self.count, 1.0)
+
+  return VectorAverage
 
 
 def empty_accumulator(collection, mesh):
