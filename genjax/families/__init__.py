@@ -15,6 +15,8 @@ FAMILIES = {
     "gan": "genjax.families.gan:GAN",
     "flow": "genjax.families.flow:Flow",
     "pixelcnn": "genjax.families.pixelcnn:PixelCNN",
+    "token_ar": "genjax.families.token_ar:TokenAR",
+    "maskgit": "genjax.families.maskgit:MaskGIT",
     "autoencoder": "genjax.families.autoencoder:Autoencoder",
     "vqvae": "genjax.families.vqvae:VQAutoencoder",
     "super_resolution": "genjax.families.super_resolution:SuperResolution",
