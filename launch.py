@@ -30,6 +30,8 @@ flags.DEFINE_integer("num_samples", 64, "--mode=sample: how many images to draw 
 flags.DEFINE_multi_string("prompt", [], "--mode=sample: a caption to draw images of (repeatable).")
 flags.DEFINE_string("prompts_file", None, "--mode=sample: a text file with one prompt per line.")
 flags.DEFINE_float("guidance", None, "--mode=sample: classifier-free guidance scale (default: the run's).")
+flags.DEFINE_integer("steps", None, "--mode=sample: sampling steps (diffusion: DDIM steps; MaskGIT: "
+                     "parallel decoding steps T; default: the run's).")
 flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                   "Call jax.distributed.initialize() (multi-host TPU pods / multi-process GPU). "
                   "auto: when the environment says this is one of several processes.")
@@ -133,7 +135,7 @@ def main(argv):
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
               config_path=FLAGS["config"].config_filename if FLAGS.config is not None else "",
               prompts=FLAGS.prompt,
-              prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance)
+              prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance, steps=FLAGS.steps)
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)
     sys.exit(2)

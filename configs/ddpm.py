@@ -6,7 +6,6 @@ Arguments: dataset, size (smoke | small | base | full), conditional (class label
 guidance), schedule (linear | cosine), parameterization (eps | v | x0).
 """
 
-import ml_collections
 
 from configs.common import (COMMON_ARG_DEFAULTS, base_config, parse_arg, pick_size, set_cadence,
                             shrink_eval_for_smoke)

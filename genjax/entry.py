@@ -40,7 +40,8 @@ def read_prompts(prompts: Sequence[str], prompts_file: Optional[str]) -> list[st
 
 
 def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file: Optional[str] = None,
-           guidance: Optional[float] = None, out_dir: Optional[str] = None) -> str:
+           guidance: Optional[float] = None, out_dir: Optional[str] = None,
+           steps: Optional[int] = None) -> str:
   """Draws samples from the latest checkpoint into WORKDIR/samples_<step>/ (or out_dir): a grid
   and one PNG per image. With prompts, `num_samples` images per prompt (one grid row each);
   otherwise `num_samples` images under the eval split's first conditions (for a text model,
@@ -51,9 +52,12 @@ def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file:
                       f"but does not generate images (score with python -m genjax.metrics.clip_score)")
   prompts = read_prompts(prompts, prompts_file)
   state, step = run.restore_latest()
-  options = {} if guidance is None else {"guidance_scale": float(guidance)}
-  if options and not hasattr(run.family, "sample_with"):
-    raise ConfigError(f"--guidance needs a family with guided sampling; {run.config.family} has none")
+  options = {key: kind(value) for key, kind, value in (("guidance_scale", float, guidance), ("steps", int, steps))
+             if value is not None}
+  for key, flag in (("guidance_scale", "--guidance"), ("steps", "--steps")):
+    if key in options and key not in run.family.sampling_options:
+      raise ConfigError(f"{flag} is not an option of the {run.config.family} family's sampler "
+                        f"(it takes: {', '.join(run.family.sampling_options) or 'none'})")
   if prompts:
     captions = [p for p in prompts for _ in range(num_samples)]
     cond = run.prompt_conditions(captions)
@@ -105,7 +109,7 @@ def run_sweep(config, workdir, config_path: str) -> None:
 
 def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *, num_samples: int = 64,
         config_path: str = "", prompts: Sequence[str] = (), prompts_file: Optional[str] = None,
-        guidance: Optional[float] = None) -> None:
+        guidance: Optional[float] = None, steps: Optional[int] = None) -> None:
   if mode in ("train", "sweep") and config is None:
     raise ConfigError(f"--mode={mode} needs --config=configs/<family>.py[:args]")
   if mode == "train":
@@ -113,7 +117,7 @@ def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *,
   elif mode == "eval":
     evaluate(workdir)
   elif mode == "sample":
-    sample(workdir, num_samples, prompts, prompts_file, guidance)
+    sample(workdir, num_samples, prompts, prompts_file, guidance, steps=steps)
   elif mode == "sweep":
     run_sweep(config, workdir, config_path.split(":")[0])
   else:

@@ -102,6 +102,10 @@ class Family(abc.ABC):
   # sample grids and FID and evaluates only `eval_metrics`.
   generates_images = True
 
+  # Keyword options of the family's `sample_with(params, rng, num, cond, frozen=None, **options)`
+  # (sampler settings such as guidance_scale or steps) that --mode=sample may set.
+  sampling_options: tuple[str, ...] = ()
+
   # True for a family whose `sample` maps condition images to images (an autoencoder's
   # reconstructions): the loop then adds the eval images as cond["image"] (uint8) to the
   # conditions it samples under, so grids and FID (rFID) use the reference images themselves.

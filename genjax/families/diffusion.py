@@ -350,6 +350,8 @@ def _discretized_gaussian_log_likelihood(x, mean, log_scale):
 class Diffusion(Family):
   """DDPM/DDIM with a U-Net; see the module docstring. params = the U-Net's flax variables."""
 
+  sampling_options = ("sampler", "steps", "eta", "guidance_scale")
+
   def __init__(self, config, data: DataSpec, stages=None):
     super().__init__(config, data, stages)
     m = config.model

@@ -33,6 +33,7 @@ def mask_ratio(r):
 
 class MaskGIT(TokenModel):
   causal = False
+  sampling_options = ("steps",)
 
   def __init__(self, config, data, stages=None):
     super().__init__(config, data, stages)

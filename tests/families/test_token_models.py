@@ -120,3 +120,11 @@ def test_tokenizer_stage_must_be_a_vq_run_of_the_same_data(tokenizer, runs):
     build_family(config, spec, {"tokenizer": StageInfo("tokenizer", "/x", other)})
   with pytest.raises(ConfigError, match="must be a workdir"):
     build_family(config, spec, {"tokenizer": StageInfo("tokenizer", "pretrained:minilm")})
+
+
+def test_sample_mode_takes_maskgit_steps_and_refuses_them_for_the_ar_model(runs, tmp_path):
+  from genjax import entry
+  out = entry.sample(str(runs["maskgit"][1]), 4, steps=1, out_dir=str(tmp_path / "one_shot"))
+  assert (out / "grid.png").exists() and len(list(out.glob("0*.png"))) == 4
+  with pytest.raises(ConfigError, match="--steps is not an option of the token_ar family's sampler"):
+    entry.sample(str(runs["token_ar"][1]), 4, steps=2)
