@@ -1,0 +1,162 @@
+"""Autoregressive vs parallel decoding on the same data, measured the same way: one table.
+
+    python experiments/ar_vs_nar.py --pixelcnn=runs/pixelcnn_small --token_ar=runs/token_ar \
+        --maskgit=runs/maskgit --maskgit_steps=1,2,4,8,16 --fid_samples=1000
+
+For every model (PixelCNN++ on pixels; the autoregressive transformer and MaskGIT with each T on
+the same VQ tokenizer's codes), from its run's EMA weights: sequential network evaluations per
+image (PixelCNN++: H x W; token AR: N codes, each one cached single-token pass; MaskGIT: T),
+ms/image at batch 1 and at --batch (compiled ahead, median of --repeats timed calls), FID and
+KID of --fid_samples samples against the first --fid_reference test images (default
+pytorch-fid mode), and test bits/dim where the model's likelihood is exact (PixelCNN++; the
+token models' NLL is per code, not per pixel). Writes table.md, table.csv and fid_vs_speed.svg
+under --out with the command, commit and machine. Settings (temperatures, T) are the runs'
+own: nothing here is tuned on the test images it scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.sampling_speed import SampleScorer  # noqa: E402
+from genjax.train.run import Run  # noqa: E402
+
+
+def time_per_image(run: Run, state, batch: int, repeats: int, options: dict) -> float:
+  """Median ms/image of `repeats` sampling calls of `batch` images (the first call compiles)."""
+  rng = jax.random.PRNGKey(0)
+  jax.block_until_ready(run.sample(state, batch, run.conditions(batch), rng, **options))
+  times = []
+  for i in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(run.sample(state, batch, run.conditions(batch), jax.random.fold_in(rng, i), **options))
+    times.append(time.perf_counter() - start)
+  return 1000 * statistics.median(times) / batch
+
+
+def draw(run: Run, state, count: int, batch: int, options: dict) -> np.ndarray:
+  """`count` uint8 samples (under the test split's first conditions), in calls of `batch`."""
+  out, rng = [], jax.random.PRNGKey(1)
+  conditions = run.conditions(((count + batch - 1) // batch) * batch)
+  for i in range(0, count, batch):
+    cond = jax.tree.map(lambda x, i=i: x[i:i + batch], conditions) if conditions is not None else None
+    images = np.asarray(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
+    out.append(np.round(images * 255).astype(np.uint8))
+  return np.concatenate(out)[:count]
+
+
+def last_eval(workdir: str, key: str):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    values = [r[key] for r in map(json.loads, f) if key in r]
+  return values[-1] if values else None
+
+
+def write_scatter(path: str, rows, samples: int) -> None:
+  """FID against ms/image at batch 1 (log axis), one labelled point per model, as an SVG."""
+  xs = np.log10([r["ms/image batch 1"] for r in rows])
+  ys = np.array([r["FID"] for r in rows])
+  spread = lambda v: (v.min() - 0.1 * (np.ptp(v) + 1e-9), v.max() + 0.1 * (np.ptp(v) + 1e-9))
+  (x0, x1), (y0, y1) = spread(xs), spread(ys)
+  px = lambda x: 60 + 480 * (x - x0) / (x1 - x0)
+  py = lambda y: 320 - 280 * (y - y0) / (y1 - y0)
+  parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="600" height="380" font-family="sans-serif" font-size="11">',
+           '<rect width="600" height="380" fill="white"/>',
+           '<line x1="60" y1="320" x2="560" y2="320" stroke="black"/><line x1="60" y1="20" x2="60" y2="320" stroke="black"/>',
+           '<text x="310" y="360" text-anchor="middle">ms/image at batch 1 (log scale)</text>',
+           f'<text x="15" y="170" transform="rotate(-90 15 170)" text-anchor="middle">FID ({samples} samples)</text>']
+  for tick in range(int(np.floor(x0)), int(np.ceil(x1)) + 1):
+    if x0 <= tick <= x1:
+      parts.append(f'<text x="{px(tick):.0f}" y="335" text-anchor="middle">{10.0 ** tick:g}</text>')
+  for y in np.linspace(y0, y1, 5):
+    parts.append(f'<text x="55" y="{py(y) + 4:.0f}" text-anchor="end">{y:.0f}</text>')
+  for r, x, y in zip(rows, xs, ys):
+    parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4" fill="steelblue"/>')
+    parts.append(f'<text x="{px(x) + 6:.1f}" y="{py(y) - 6:.1f}">{r["model"]}</text>')
+  with open(path, "w") as f:
+    f.write("\n".join(parts + ["</svg>"]) + "\n")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--pixelcnn", default="")
+  parser.add_argument("--token_ar", default="")
+  parser.add_argument("--maskgit", default="")
+  parser.add_argument("--maskgit_steps", default="1,2,4,8,16")
+  parser.add_argument("--fid_samples", type=int, default=1000)
+  parser.add_argument("--fid_reference", type=int, default=1000)
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "ar_vs_nar"))
+  args = parser.parse_args(argv)
+
+  models = []  # (name, workdir, sampling options, sequential evaluations per image)
+  if args.pixelcnn:
+    models.append(("PixelCNN++ (pixels)", args.pixelcnn, {}, None))
+  if args.token_ar:
+    models.append(("token AR, KV cache", args.token_ar, {}, None))
+  for t in [int(s) for s in args.maskgit_steps.split(",") if s] if args.maskgit else []:
+    models.append((f"MaskGIT T={t}", args.maskgit, {"steps": t}, t))
+  if not models:
+    raise SystemExit("give at least one of --pixelcnn, --token_ar, --maskgit")
+
+  scorer, rows = None, []
+  for name, workdir, options, evaluations in models:
+    run = Run.from_workdir(workdir)
+    state, step = run.restore_latest()
+    family = run.family
+    if evaluations is None:
+      h, w, _ = family.data.image_shape
+      evaluations = h * w if run.config.family == "pixelcnn" else family.length
+    row = {"model": name, "workdir": workdir, "step": step, "sequential evaluations": evaluations,
+           "ms/image batch 1": time_per_image(run, state, 1, args.repeats, options),
+           f"ms/image batch {args.batch}": time_per_image(run, state, args.batch, args.repeats, options)}
+    if args.fid_samples:
+      scorer = scorer or SampleScorer(run.config, args.fid_reference)
+      feats = scorer.features(draw(run, state, args.fid_samples, args.batch, options), "default")
+      from genjax.metrics.fid import frechet_distance
+      from genjax.metrics.kid import kernel_inception_distance
+      row["FID"] = frechet_distance(*scorer._moments(feats), *scorer.reference_moments)
+      row["KID"] = kernel_inception_distance(feats, scorer.reference,
+                                             subset_size=min(1000, len(feats) // 2, len(scorer.reference) // 2))[0]
+      row["samples"] = args.fid_samples
+    row["test bits/dim"] = last_eval(workdir, "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
+    print(row, flush=True)
+    rows.append(row)
+
+  os.makedirs(args.out, exist_ok=True)
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  with open(os.path.join(args.out, "table.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+  lines = [f"Command: `python experiments/ar_vs_nar.py {' '.join(argv or sys.argv[1:])}`",
+           f"Commit {commit}; {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
+           f"{jax.devices()[0].platform}.", "",
+           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+  with open(os.path.join(args.out, "table.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  if args.fid_samples:
+    write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
