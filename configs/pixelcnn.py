@@ -1,8 +1,9 @@
 """PixelCNN++: autoregressive pixels, exact bits/dim (genjax/families/pixelcnn.py).
 
   python launch.py --config=configs/pixelcnn.py:dataset=fashion_mnist,size=small --workdir=runs/pixelcnn
-Sizes: smoke (seconds; tests), small (2 CPU cores; README gives its measured steps/s and
-bits/dim), full (the paper's CIFAR-10 network, for an accelerator).
+Sizes: smoke (seconds; tests), small (2 CPU cores: 6,000 steps at ~2.65 steps/s alone, 43m27s
+with its two evaluations; test bits/dim 2.840 on Fashion-MNIST, 2.893 at step 3,000), full (the
+paper's CIFAR-10 network, for an accelerator).
 Sampling draws one pixel per network evaluation (784 for 28x28), so the FID evaluator is off by
 default: bits/dim is the training metric, and experiments/ar_vs_nar.py measures FID and speed.
 """
@@ -24,18 +25,12 @@ def get_config(arg=None):
   c = common.base_config("pixelcnn", a.dataset)
   common.set_cadence(c, dict(batch_size=batch, total_steps=steps, log_every=log_every,
                              eval_every=eval_every, checkpoint_every=ckpt_every, fid_samples=0))
-  c.optim.learning_rate = lr
-  c.optim.warmup_steps = warmup
-  c.optim.schedule = "cosine"
-  c.optim.grad_clip = 1.0
+  c.optim.update(learning_rate=lr, warmup_steps=warmup, schedule="cosine", grad_clip=1.0)
   c.ema_decay = 0.999 if a.size == "small" else 0.9995
-
-  c.model.conditional = a.conditional
-  c.model.filters = filters
-  c.model.num_resnet = resnet  # gated residual blocks per resolution (the down pass adds one)
-  c.model.levels = levels  # resolutions: H, H/2, H/4 for 3
-  c.model.num_mixtures = mixtures  # discretized logistics per pixel
-  c.model.dropout = dropout
+  # num_resnet: gated residual blocks per resolution (the down pass adds one); levels 3:
+  # resolutions H, H/2, H/4; num_mixtures: discretized logistics per pixel.
+  c.model.update(conditional=a.conditional, filters=filters, num_resnet=resnet, levels=levels,
+                 num_mixtures=mixtures, dropout=dropout)
 
   if a.size == "smoke":
     common.shrink_eval_for_smoke(c)

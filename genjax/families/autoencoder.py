@@ -91,7 +91,7 @@ class Autoencoder(Family):
     self.factor = factor
     self.latent_shape = (h // factor, w // factor, m.latent_channels)
     self.encoder = SpatialEncoder(tuple(m.channels), m.num_res_blocks, m.latent_channels,
-                                  posterior=self.regularizer_name == "kl")
+                                  posterior=self.gaussian_posterior)
     self.decoder = SpatialDecoder(tuple(m.channels), m.num_res_blocks, c)
     self.optimizer = make_optimizer(config.optim, config.total_steps)
     self.use_disc = m.disc_weight > 0
@@ -120,6 +120,7 @@ class Autoencoder(Family):
     return self.decoder.apply({"params": params["decoder"]}, z)
 
   # ---- the bottleneck (KL here) ---------------------------------------------------------------
+  gaussian_posterior = True  # the encoder outputs a mean and a log-variance
   regularizer_name = "kl"  # the metric the regulariser is logged as
 
   @property
@@ -167,11 +168,6 @@ class Autoencoder(Family):
     return self.trained_view(params)
 
   # ---- training -------------------------------------------------------------------------------
-  def _reconstruction_loss(self, x, x_hat, frozen):
-    """Per-image mean |x - x_hat| and LPIPS, [B] each."""
-    l1 = jnp.mean(jnp.abs(x - x_hat), axis=(1, 2, 3))
-    return l1, self._lpips(frozen, x, x_hat)
-
   def generator_gradients(self, params, x, rng, d_on, frozen):
     """(gradients of L for the encoder and decoder, x_hat, metrics incl. "loss", the
     bottleneck's aux); see the module docstring. Built from vjps so LPIPS and D are
@@ -191,13 +187,16 @@ class Autoencoder(Family):
     x_hat, output_vjp = jax.vjp(output_conv, ae["decoder"]["conv_out"], h)
 
     def rec_fn(x_hat):
-      l1, perceptual = self._reconstruction_loss(x, x_hat, frozen)
-      return jnp.mean(l1) + m.lpips_weight * jnp.mean(perceptual), (l1, perceptual)
+      l1 = jnp.mean(jnp.abs(x - x_hat), axis=(1, 2, 3))
+      if not m.lpips_weight:  # no LPIPS network in the step at all (it is still evaluated)
+        return jnp.mean(l1), {"l1": jnp.mean(l1)}
+      perceptual = self._lpips(frozen, x, x_hat)
+      return jnp.mean(l1) + m.lpips_weight * jnp.mean(perceptual), {"l1": jnp.mean(l1), "lpips": jnp.mean(perceptual)}
 
-    rec, rec_vjp, (l1, perceptual) = jax.vjp(rec_fn, x_hat, has_aux=True)
+    rec, rec_vjp, metrics = jax.vjp(rec_fn, x_hat, has_aux=True)
     (d_rec,) = rec_vjp(jnp.ones_like(rec))
-    metrics = {"l1": jnp.mean(l1), "lpips": jnp.mean(perceptual), self.regularizer_name: regularizer,
-               "psnr": jnp.mean(psnr(symmetric_to_unit(x), quantize(symmetric_to_unit(x_hat))))}
+    metrics.update({self.regularizer_name: regularizer,
+                    "psnr": jnp.mean(psnr(symmetric_to_unit(x), quantize(symmetric_to_unit(x_hat))))})
     loss = rec + self.regularizer_weight * regularizer
     d_out = d_rec
     if self.use_disc:
@@ -254,8 +253,9 @@ class Autoencoder(Family):
     """Per-image l1, lpips (on [-1, 1] images) and psnr (dB, 8-bit reconstructions), [B] each."""
     x01 = batch["image"].astype(jnp.float32) / 255.0
     x_hat = self.reconstruct(ema_params, batch["image"])
-    l1, perceptual = self._reconstruction_loss(2 * x01 - 1, 2 * x_hat - 1, frozen)
-    return {"l1": l1, "lpips": perceptual, "psnr": psnr(x01, quantize(x_hat))}
+    x, y = 2 * x01 - 1, 2 * x_hat - 1
+    return {"l1": jnp.mean(jnp.abs(x - y), axis=(1, 2, 3)), "lpips": self._lpips(frozen, x, y),
+            "psnr": psnr(x01, quantize(x_hat))}
 
   def eval_metrics(self, ema_params, batch, rng, frozen=None):
     mean, log_var = self.encode(ema_params, batch["image"])

@@ -31,6 +31,7 @@ from genjax.nn.images import symmetric_to_unit, uint8_to_symmetric
 class VQAutoencoder(Autoencoder):
   """params = {"encoder", "decoder", "codebook"[, "discriminator"]}."""
 
+  gaussian_posterior = False  # the encoder outputs one map, quantised
   regularizer_name = "commitment"
 
   def __init__(self, config, data, stages=None):
