@@ -249,10 +249,12 @@ class Autoencoder(Family):
     """Reconstructions in [0, 1] of the deterministic encoding."""
     return jnp.clip(symmetric_to_unit(self.decode(params, self.latents(params, images_uint8))), 0.0, 1.0)
 
-  def reconstruction_metrics(self, ema_params, batch, frozen):
-    """Per-image l1, lpips (on [-1, 1] images) and psnr (dB, 8-bit reconstructions), [B] each."""
+  def reconstruction_metrics(self, ema_params, batch, latents, frozen):
+    """Per-image l1, lpips (on [-1, 1] images) and psnr (dB, 8-bit reconstructions) of the
+    batch's images decoded from `latents` (their deterministic encoding, which the caller has
+    already computed), [B] each."""
     x01 = batch["image"].astype(jnp.float32) / 255.0
-    x_hat = self.reconstruct(ema_params, batch["image"])
+    x_hat = jnp.clip(symmetric_to_unit(self.decode(ema_params, latents)), 0.0, 1.0)
     x, y = 2 * x01 - 1, 2 * x_hat - 1
     return {"l1": jnp.mean(jnp.abs(x - y), axis=(1, 2, 3)), "lpips": self._lpips(frozen, x, y),
             "psnr": psnr(x01, quantize(x_hat))}
@@ -260,7 +262,7 @@ class Autoencoder(Family):
   def eval_metrics(self, ema_params, batch, rng, frozen=None):
     mean, log_var = self.encode(ema_params, batch["image"])
     b = mean.shape[0]
-    return {**self.reconstruction_metrics(ema_params, batch, frozen),
+    return {**self.reconstruction_metrics(ema_params, batch, mean, frozen),
             "kl": gaussian_kl_to_standard(mean.reshape(b, -1), log_var.reshape(b, -1))}
 
   def train_statistics(self, ema_params, batch, rng, frozen=None):

@@ -42,12 +42,11 @@ class TokenAR(TokenModel):
       return jax.lax.fori_loop(0, self.length, uncached, codes)
 
     logits, cache = self.net.apply({"params": params}, prefix, method=self.net.prefill)
+    codes = codes.at[:, 0].set(self._draw(rng, 0, logits[:, -1]))
 
-    def cached_step(i, carry):
-      codes, cache, logits = carry
-      code = self._draw(rng, i, logits)
-      logits, cache = self.net.apply({"params": params}, code, i + 1, cache, method=self.net.step)
-      return codes.at[:, i].set(code), cache, logits
+    def cached_step(i, carry):  # position i holds code i - 1 and predicts code i
+      codes, cache = carry
+      logits, cache = self.net.apply({"params": params}, codes[:, i - 1], i, cache, method=self.net.step)
+      return codes.at[:, i].set(self._draw(rng, i, logits)), cache
 
-    codes, _, _ = jax.lax.fori_loop(0, self.length, cached_step, (codes, cache, logits[:, -1]))
-    return codes
+    return jax.lax.fori_loop(1, self.length, cached_step, (codes, cache))[0]

@@ -88,7 +88,7 @@ class VQAutoencoder(Autoencoder):
     z, code, index = vq.quantize(self.encoder.apply({"params": ema_params["encoder"]},
                                                     uint8_to_symmetric(batch["image"])), ema_params["codebook"])
     one_hot = jax.nn.one_hot(index, self.config.model.codebook_size)
-    return {**self.reconstruction_metrics(ema_params, batch, frozen),
+    return {**self.reconstruction_metrics(ema_params, batch, code, frozen),
             "commitment": jnp.mean(jnp.sum((z - code) ** 2, axis=-1), axis=(1, 2)),
             "code_frequency": jnp.mean(one_hot, axis=(1, 2))}  # [B, K]: summarised over the split
 
