@@ -2,11 +2,22 @@
 
   python launch.py --config=configs/token_ar.py:dataset=fashion_mnist,size=small,tokenizer=runs/vqvae \
       --workdir=runs/token_ar
+  # DALL-E's structure: the caption's tokens are the prefix (a tokenizer trained on the scenes)
+  python launch.py --config=configs/token_ar.py:dataset=scenes,size=small,tokenizer=runs/vqvae_scenes,text=prefix \
+      --workdir=runs/token_ar_scenes
+  python launch.py --mode=sample --workdir=runs/token_ar_scenes --prompt "a red sneaker on the left" --guidance=3
+
 Arguments: dataset, size (smoke | small | full), tokenizer (a configs/vqvae.py workdir,
-optionally @STEP), conditional (class prefix). configs/maskgit.py shares this file's presets.
+optionally @STEP), conditional (class prefix), text (none | prefix | cross_attention, on a
+captioned dataset; genjax/families/token_model.py), encoder (cross_attention's text encoder:
+trainable | minilm, the frozen pretrained MiniLM), text_size (the trainable encoder's preset).
+configs/maskgit.py shares this file's presets.
 """
 
 from configs import common
+from genjax.errors import ConfigError
+
+ENCODERS = {"trainable": "trainable", "minilm": "frozen"}
 
 SIZES = {
     #        width depth heads batch steps  lr    warmup log eval  ckpt
@@ -19,7 +30,8 @@ SIZES = {
 def token_config(family: str, arg, extra_defaults: dict):
   """The config both token families share; `extra_defaults` are the family's own arguments."""
   a = common.parse_arg(arg, dict(common.COMMON_ARG_DEFAULTS, dataset="fashion_mnist", conditional=False,
-                                 tokenizer="runs/vqvae", **extra_defaults))
+                                 tokenizer="runs/vqvae", text="none", encoder="trainable",
+                                 text_size="tiny", **extra_defaults))
   width, depth, heads, batch, steps, lr, warmup, log_every, eval_every, ckpt_every = (
       common.pick_size(a.size, SIZES))
   c = common.base_config(family, a.dataset)
@@ -37,6 +49,18 @@ def token_config(family: str, arg, extra_defaults: dict):
   c.model.conditional = a.conditional
   c.model.width, c.model.depth, c.model.num_heads = width, depth, heads
   c.model.temperature = 1.0  # sampling temperature of the codes' softmax
+  c.model.text = a.text
+  if a.text != "none":
+    if a.encoder not in ENCODERS:
+      raise ConfigError(f"unknown encoder {a.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+    c.text.tokenizer = "minilm"
+    c.text.max_length = 40  # the scenes' captions take <= 37 MiniLM WordPiece tokens
+    c.model.text_encoder = ENCODERS[a.encoder]  # read with text=cross_attention only
+    c.model.text_encoder_size = a.text_size
+    if a.encoder == "minilm":
+      c.stages.text_encoder = "pretrained:minilm"
+    c.model.p_uncond = 0.1  # captions replaced by the empty caption (the guidance null)
+    c.model.guidance_scale = 1.0  # sampling default; --guidance, chosen on validation prompts
   if a.size == "smoke":
     common.shrink_eval_for_smoke(c)
     c.eval.grid_size = 4

@@ -1,7 +1,9 @@
 """Autoregressive vs parallel decoding on the same data, measured the same way: one table.
 
     python experiments/ar_vs_nar.py --pixelcnn=runs/pixelcnn_small --token_ar=runs/token_ar \
-        --maskgit=runs/maskgit --maskgit_steps=1,2,4,8,16 --fid_samples=1000
+        --maskgit=runs/maskgit --maskgit_steps=1,2,4,8,16 --fid_samples=1000 \
+        --text_token_ar=runs/token_ar_scenes --text_maskgit=runs/maskgit_scenes --text_prompts=1000 \
+        --text_guidance=3
 
 For every model (PixelCNN++ on pixels; the autoregressive transformer and MaskGIT with each T on
 the same VQ tokenizer's codes), from its run's EMA weights: sequential network evaluations per
@@ -12,6 +14,13 @@ pytorch-fid mode), and test bits/dim where the model's likelihood is exact (Pixe
 token models' NLL is per code, not per pixel). Writes table.md, table.csv and fid_vs_speed.svg
 under --out with the command, commit and machine. Settings (temperatures, T) are the runs'
 own: nothing here is tuned on the test images it scores.
+
+The text-conditioned decoders (DALL-E's structure: --text_token_ar, a caption-prefixed token AR
+model; Muse's: --text_maskgit, MaskGIT cross-attending to a text encoder; both on a tokenizer of
+the 64x64 captioned scenes) get a second table: sequential evaluations, ms/image at batch 1 and
+--batch, and compositional accuracy on the first --text_prompts single-object test prompts
+(experiments/t2i_compositional.py, read back by the scene reader) at guidance --text_guidance,
+a scale chosen on the validation prompts with that script, never on these.
 """
 
 from __future__ import annotations
@@ -33,17 +42,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.sampling_speed import SampleScorer  # noqa: E402
+from experiments import t2i_compositional  # noqa: E402
+from genjax.metrics import scene_reader  # noqa: E402
 from genjax.train.run import Run  # noqa: E402
 
 
 def time_per_image(run: Run, state, batch: int, repeats: int, options: dict) -> float:
   """Median ms/image of `repeats` sampling calls of `batch` images (the first call compiles)."""
-  rng = jax.random.PRNGKey(0)
-  jax.block_until_ready(run.sample(state, batch, run.conditions(batch), rng, **options))
+  rng, cond = jax.random.PRNGKey(0), run.conditions(batch)
+  jax.block_until_ready(run.sample(state, batch, cond, rng, **options))
   times = []
   for i in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(run.sample(state, batch, run.conditions(batch), jax.random.fold_in(rng, i), **options))
+    jax.block_until_ready(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
     times.append(time.perf_counter() - start)
   return 1000 * statistics.median(times) / batch
 
@@ -90,6 +101,46 @@ def write_scatter(path: str, rows, samples: int) -> None:
     f.write("\n".join(parts + ["</svg>"]) + "\n")
 
 
+def speed_row(name, workdir, options, evaluations, args):
+  """(run, state, row) with the model's sequential evaluations and ms/image at batch 1 and --batch."""
+  run = Run.from_workdir(workdir)
+  state, step = run.restore_latest()
+  if evaluations is None:
+    h, w, _ = run.family.data.image_shape
+    evaluations = h * w if run.config.family == "pixelcnn" else run.family.length
+  row = {"model": name, "workdir": workdir, "step": step, "sequential evaluations": evaluations,
+         "ms/image batch 1": time_per_image(run, state, 1, args.repeats, options),
+         f"ms/image batch {args.batch}": time_per_image(run, state, args.batch, args.repeats, options)}
+  return run, state, row
+
+
+def compositional_row(run, state, row, args):
+  """Adds compositional accuracy on the first --text_prompts single-object test prompts."""
+  captions, attributes, _, _ = t2i_compositional.prompts_of_scenes(run, "test", args.text_prompts, 1)
+  images = t2i_compositional.to_uint8(t2i_compositional.draw(run, state, captions, args.text_guidance,
+                                                             args.batch, seed=0))
+  reader = scene_reader.load_reader(run.info.image_shape[0], run.data_dir)
+  accuracy = scene_reader.compositional_accuracy(reader, images, attributes)
+  row["guidance"] = args.text_guidance
+  row["prompts"] = len(captions)
+  row.update({f"accuracy {k}": float(accuracy[k]) for k in t2i_compositional.SCORES})
+
+
+def write_table(path_stem: str, rows, header) -> list[str]:
+  columns = list(dict.fromkeys(k for r in rows for k in r))
+  with open(path_stem + ".csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
+  lines = header + ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+  with open(path_stem + ".md", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  return lines
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--pixelcnn", default="")
@@ -98,32 +149,34 @@ def main(argv=None):
   parser.add_argument("--maskgit_steps", default="1,2,4,8,16")
   parser.add_argument("--fid_samples", type=int, default=1000)
   parser.add_argument("--fid_reference", type=int, default=1000)
+  parser.add_argument("--text_token_ar", default="", help="a caption-prefixed token_ar run (DALL-E)")
+  parser.add_argument("--text_maskgit", default="", help="a cross-attention maskgit run (Muse)")
+  parser.add_argument("--text_maskgit_steps", default="8")
+  parser.add_argument("--text_prompts", type=int, default=1000)
+  parser.add_argument("--text_guidance", type=float, default=1.0,
+                      help="guidance scale of the text rows (choose it on validation prompts)")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "ar_vs_nar"))
   args = parser.parse_args(argv)
 
+  steps_of = lambda text: [int(s) for s in text.split(",") if s]
   models = []  # (name, workdir, sampling options, sequential evaluations per image)
   if args.pixelcnn:
     models.append(("PixelCNN++ (pixels)", args.pixelcnn, {}, None))
   if args.token_ar:
     models.append(("token AR, KV cache", args.token_ar, {}, None))
-  for t in [int(s) for s in args.maskgit_steps.split(",") if s] if args.maskgit else []:
-    models.append((f"MaskGIT T={t}", args.maskgit, {"steps": t}, t))
-  if not models:
-    raise SystemExit("give at least one of --pixelcnn, --token_ar, --maskgit")
+  models += [(f"MaskGIT T={t}", args.maskgit, {"steps": t}, t) for t in steps_of(args.maskgit_steps)
+             if args.maskgit]
+  text_models = [("text-prefix token AR (DALL-E)", args.text_token_ar, {}, None)] if args.text_token_ar else []
+  text_models += [(f"text MaskGIT T={t} (Muse)", args.text_maskgit, {"steps": t}, t)
+                  for t in steps_of(args.text_maskgit_steps) if args.text_maskgit]
+  if not models and not text_models:
+    raise SystemExit("give at least one of --pixelcnn, --token_ar, --maskgit, --text_token_ar, --text_maskgit")
 
   scorer, rows = None, []
   for name, workdir, options, evaluations in models:
-    run = Run.from_workdir(workdir)
-    state, step = run.restore_latest()
-    family = run.family
-    if evaluations is None:
-      h, w, _ = family.data.image_shape
-      evaluations = h * w if run.config.family == "pixelcnn" else family.length
-    row = {"model": name, "workdir": workdir, "step": step, "sequential evaluations": evaluations,
-           "ms/image batch 1": time_per_image(run, state, 1, args.repeats, options),
-           f"ms/image batch {args.batch}": time_per_image(run, state, args.batch, args.repeats, options)}
+    run, state, row = speed_row(name, workdir, options, evaluations, args)
     if args.fid_samples:
       scorer = scorer or SampleScorer(run.config, args.fid_reference)
       feats = scorer.features(draw(run, state, args.fid_samples, args.batch, options), "default")
@@ -136,26 +189,27 @@ def main(argv=None):
     row["test bits/dim"] = last_eval(workdir, "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
     print(row, flush=True)
     rows.append(row)
+  text_rows = []
+  for name, workdir, options, evaluations in text_models:
+    run, state, row = speed_row(name, workdir, dict(options, guidance_scale=args.text_guidance), evaluations, args)
+    compositional_row(run, state, row, args)
+    print(row, flush=True)
+    text_rows.append(row)
 
   os.makedirs(args.out, exist_ok=True)
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(os.path.join(args.out, "table.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(rows)
-  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
-  lines = [f"Command: `python experiments/ar_vs_nar.py {' '.join(argv or sys.argv[1:])}`",
-           f"Commit {commit}; {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
-           f"{jax.devices()[0].platform}.", "",
-           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-  with open(os.path.join(args.out, "table.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  if args.fid_samples:
-    write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
-  print("\n".join(lines))
+  header = [f"Command: `python experiments/ar_vs_nar.py {' '.join(argv or sys.argv[1:])}`",
+            f"Commit {commit}; {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
+            f"{jax.devices()[0].platform}."]
+  if rows:
+    write_table(os.path.join(args.out, "table"), rows, header)
+    if args.fid_samples:
+      write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
+  if text_rows:
+    write_table(os.path.join(args.out, "text_table"), text_rows,
+                header + [f"Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
+                          f"of single-object test prompts at guidance {args.text_guidance:g}."])
 
 
 if __name__ == "__main__":

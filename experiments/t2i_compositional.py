@@ -93,8 +93,8 @@ def evaluate(run, state, step, reader, features, args, num_objects, scorer=None)
   """Scores every guidance scale on one set of prompts; returns (results, grid rows)."""
   captions, attributes, real, floor = prompts_of_scenes(run, args.split, args.num, num_objects)
   results = {"workdir": args.workdir, "step": step, "split": args.split, "num_objects": num_objects,
-             "num_prompts": len(captions), "sample_steps": run.config.model.sample_steps,
-             "eta": run.config.model.eta, "scales": {}}
+             "num_prompts": len(captions), "sample_steps": run.config.model.get("sample_steps"),
+             "eta": run.config.model.get("eta"), "scales": {}}
   reads_real = scene_reader.compositional_accuracy(reader, real, attributes)
   results["real_images"] = {k: reads_real[k] for k in SCORES}
   print(f"{args.split}: {len(captions)} prompts of {num_objects} object(s), step {step}; the reader "

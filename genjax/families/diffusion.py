@@ -88,6 +88,7 @@ import numpy as np
 import optax
 
 from genjax.errors import ConfigError
+from genjax.families import captions
 from genjax.families.base import Batch, DataSpec, Family, Metrics, PyTree
 from genjax.nn import precision
 from genjax.nn.images import symmetric_to_unit, uint8_to_symmetric
@@ -98,8 +99,6 @@ SCHEDULES = ("linear", "cosine")
 PARAMETERIZATIONS = ("eps", "v", "x0")
 WEIGHTINGS = ("none", "min_snr")
 SAMPLERS = ("ddpm", "ddim")
-TEXT_ENCODERS = ("none", "trainable", "frozen")
-MINILM_SOURCE = "pretrained:minilm"  # the frozen text encoder stage genjax ships
 DDPM_VARIANCES = ("small", "large")
 IMAGE_COND_STREAM = 7919  # fold_in key of the randomness of image_/sampling_conditioning
 
@@ -363,12 +362,8 @@ class Diffusion(Family):
     if not 0.0 <= m.p_uncond < 1.0:
       raise ConfigError(f"model.p_uncond must be in [0, 1), got {m.p_uncond}")
     self.text_mode = m.get("text_encoder", "none")
-    if self.text_mode not in TEXT_ENCODERS:
-      raise ConfigError(f"unknown model.text_encoder {self.text_mode!r}; "
-                        f"choose one of: {', '.join(TEXT_ENCODERS)}")
-    if self.text_mode != "none" and data.text is None:
-      raise ConfigError(f"model.text_encoder={self.text_mode!r} needs caption tokens: set "
-                        f"text.tokenizer (e.g. 'minilm') and use a captioned dataset (e.g. scenes32)")
+    self.text_encoder = (None if self.text_mode == "none" else
+                         captions.build_text_encoder(self.text_mode, m, data, self.stages))
     if m.guidance_scale != 1.0 and not (self.conditional or self.text_mode != "none"):
       raise ConfigError("model.guidance_scale != 1 needs a conditional model (model.conditional=True "
                         "on a labelled dataset, or a text encoder)")
@@ -393,22 +388,7 @@ class Diffusion(Family):
                      position_embedding=m.get("position_embedding", False),
                      cross_attn_resolutions=tuple(m.get("cross_attn_resolutions", ())),
                      layout_resolutions=tuple(m.get("layout_resolutions", ())))
-    self.text_encoder = self._build_text_encoder()
     self.optimizer = make_optimizer(config.optim, config.total_steps)
-
-  def _build_text_encoder(self):
-    if self.text_mode == "trainable":
-      from genjax.nn.text_encoder import text_encoder_from_preset  # pylint: disable=import-outside-toplevel
-      return text_encoder_from_preset(self.config.model.text_encoder_size, self.data.text.vocab_size,
-                                      self.data.text.max_length)
-    if self.text_mode == "frozen":
-      from genjax.nn.minilm import MiniLM  # pylint: disable=import-outside-toplevel
-      source = self.stages["text_encoder"].source if "text_encoder" in self.stages else ""
-      if source != MINILM_SOURCE:
-        raise ConfigError(f"model.text_encoder='frozen' needs stages.text_encoder={MINILM_SOURCE!r}, "
-                          f"got {source!r}")
-      return MiniLM()
-    return None
 
   def _build_autoencoder(self):
     """Latent diffusion: the frozen autoencoder stage (a run of configs/autoencoder.py) and its
@@ -454,25 +434,16 @@ class Diffusion(Family):
       labels = cond["label"].astype(jnp.int32)
       out["labels"] = labels if drop is None else jnp.where(drop, null_label(self.num_classes), labels)
     if self.text_mode != "none":
-      ids, mask = cond["tokens"].astype(jnp.int32), cond["token_mask"].astype(bool)
-      if drop is not None:
-        null_ids, null_mask = self._null_tokens(ids.shape[0])
-        ids = jnp.where(drop[:, None], null_ids, ids)
-        mask = jnp.where(drop[:, None], null_mask, mask)
+      ids, mask = captions.caption_tokens(self.data.text, cond, drop)
       encoder_params = params["text_encoder"] if self.text_mode == "trainable" else frozen["text_encoder"]
       context, pooled = self.text_encoder.apply(precision.cast_floats(encoder_params, self.dtype), ids, mask)
       out.update(context=context, context_mask=mask, pooled=pooled)
     return out
 
-  def _null_tokens(self, n: int):
-    text = self.data.text
-    return (jnp.tile(jnp.asarray(text.null_ids, jnp.int32)[None], (n, 1)),
-            jnp.tile(jnp.asarray(text.null_mask, bool)[None], (n, 1)))
-
   def null_conditioning(self, params, frozen, n: int) -> dict:
     cond = {"label": jnp.zeros((n,), jnp.int32)}
     if self.text_mode != "none":
-      cond["tokens"], cond["token_mask"] = self._null_tokens(n)
+      cond["tokens"], cond["token_mask"] = captions.null_tokens(self.data.text, n)
     return self.conditioning(params, cond, frozen, drop=jnp.ones((n,), bool))
 
   def denoise(self, params, x, t, conditioning: dict, **kwargs):

@@ -13,6 +13,9 @@ most confident in (log-probability of the sampled code plus Gumbel noise scaled 
 floor(N gamma(t/T)) least confident of the newly sampled ones (at least one fewer masked than
 before, none after step T). A kept code is never re-masked or changed. T = 1 is the one-shot
 non-autoregressive decoder. `decode` also returns the sequence after every step (for tests).
+With a caption (`model.text`, genjax/families/token_model.py; Muse's structure is
+"cross_attention") and guidance scale w != 1, every step's logits are the guided ones of the
+doubled batch [caption, empty caption].
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def mask_ratio(r):
 
 class MaskGIT(TokenModel):
   causal = False
-  sampling_options = ("steps",)
+  sampling_options = ("steps", "guidance_scale")
 
   def __init__(self, config, data, stages=None):
     super().__init__(config, data, stages)
@@ -51,24 +54,25 @@ class MaskGIT(TokenModel):
     rank = jnp.argsort(jnp.argsort(jax.random.uniform(order_rng, (num, self.length)), axis=1), axis=1)
     return rank < count[:, None]
 
-  def _logits(self, params, prefix, tokens):
-    return self.net.apply({"params": params}, jnp.concatenate([prefix, tokens], axis=1))[:, 1:]
+  def _logits(self, params, conditioning, tokens):
+    prefix = conditioning["prefix"]
+    return self.logits(params, jnp.concatenate([prefix, tokens], axis=1), conditioning)[:, prefix.shape[1]:]
 
-  def per_example_loss(self, params, codes, prefix, rng):
+  def per_example_loss(self, params, codes, conditioning, rng):
     masked = self.random_mask(rng, codes.shape[0])
-    logits = self._logits(params, prefix, jnp.where(masked, self.mask_id, codes))
+    logits = self._logits(params, conditioning, jnp.where(masked, self.mask_id, codes))
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), codes[..., None], axis=-1)[..., 0]
     return jnp.sum(nll * masked, axis=1) / jnp.sum(masked, axis=1)
 
-  def decode(self, params, rng, prefix, steps: int):
+  def decode(self, params, rng, conditioning, steps: int, guidance_scale: float = 1.0):
     """(codes [B, N], tokens [steps, B, N]: the sequence after each step, MASK where masked)."""
-    m = self.config.model
-    num = prefix.shape[0]
+    m, w = self.config.model, guidance_scale
+    num = conditioning["prefix"].shape[0] // (1 if w == 1.0 else 2)
 
     def one_step(carry, t):
       tokens, masked = carry
       sample_rng, choice_rng = jax.random.split(jax.random.fold_in(rng, t))
-      logits = self._logits(params, prefix, tokens) / m.temperature
+      logits = self.guide(self._logits(params, conditioning, self.doubled(tokens, w)), w) / m.temperature
       sampled = jax.random.categorical(sample_rng, logits)
       log_p = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[..., None], axis=-1)[..., 0]
       sampled = jnp.where(masked, sampled, tokens)  # kept codes stay as they are
@@ -86,5 +90,6 @@ class MaskGIT(TokenModel):
     (codes, _), history = jax.lax.scan(one_step, start, jnp.arange(steps))
     return codes, history
 
-  def sample_codes(self, params, rng, prefix, steps=None):
-    return self.decode(params, rng, prefix, self.config.model.sample_steps if steps is None else steps)[0]
+  def sample_codes(self, params, rng, conditioning, guidance_scale: float = 1.0, steps=None):
+    steps = self.config.model.sample_steps if steps is None else steps
+    return self.decode(params, rng, conditioning, steps, guidance_scale)[0]

@@ -149,7 +149,7 @@ def test_cached_autoregressive_sampling_equals_uncached_decoding(runs):
   family = Run.from_workdir(str(workdir)).family
   assert family.length == 196  # 14 x 14 codes of 28x28 images
   params = _jiggled(state.ema_params)  # a spread-out distribution, not a near-constant one
-  prefix = family.prefix(jnp.arange(3), 3)
+  prefix = {"prefix": family.prefix(jnp.arange(3), 3)}
   sample = jax.jit(family.sample_codes, static_argnames="cached")
   cached = np.asarray(sample(params, jax.random.PRNGKey(1), prefix, cached=True))
   uncached = np.asarray(sample(params, jax.random.PRNGKey(1), prefix, cached=False))
@@ -174,7 +174,7 @@ def test_maskgit_training_masks_follow_the_cosine_schedule(runs):
 def test_maskgit_decoding_masks_the_stated_counts_and_keeps_what_it_kept(runs, steps):
   config, workdir, state = runs["maskgit"]
   family = Run.from_workdir(str(workdir)).family
-  prefix = family.prefix(jnp.arange(4), 4)
+  prefix = {"prefix": family.prefix(jnp.arange(4), 4)}
   codes, history = jax.jit(family.decode, static_argnums=3)(_jiggled(state.ema_params), jax.random.PRNGKey(2),
                                                              prefix, steps)
   history = np.asarray(history)
