@@ -51,16 +51,17 @@ def token_config(family: str, arg, extra_defaults: dict):
   c.model.temperature = 1.0  # sampling temperature of the codes' softmax
   c.model.text = a.text
   if a.text != "none":
-    if a.encoder not in ENCODERS:
-      raise ConfigError(f"unknown encoder {a.encoder!r}; choose one of: {', '.join(ENCODERS)}")
     c.text.tokenizer = "minilm"
     c.text.max_length = 40  # the scenes' captions take <= 37 MiniLM WordPiece tokens
-    c.model.text_encoder = ENCODERS[a.encoder]  # read with text=cross_attention only
+    c.model.p_uncond = 0.1  # captions replaced by the empty caption (the guidance null)
+    c.model.guidance_scale = 1.0  # sampling default; --guidance, chosen on validation prompts
+  if a.text == "cross_attention":
+    if a.encoder not in ENCODERS:
+      raise ConfigError(f"unknown encoder {a.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+    c.model.text_encoder = ENCODERS[a.encoder]
     c.model.text_encoder_size = a.text_size
     if a.encoder == "minilm":
       c.stages.text_encoder = "pretrained:minilm"
-    c.model.p_uncond = 0.1  # captions replaced by the empty caption (the guidance null)
-    c.model.guidance_scale = 1.0  # sampling default; --guidance, chosen on validation prompts
   if a.size == "smoke":
     common.shrink_eval_for_smoke(c)
     c.eval.grid_size = 4

@@ -8,8 +8,8 @@
 For every model (PixelCNN++ on pixels; the autoregressive transformer and MaskGIT with each T on
 the same VQ tokenizer's codes), from its run's EMA weights: sequential network evaluations per
 image (PixelCNN++: H x W; token AR: N codes, each one cached single-token pass; MaskGIT: T),
-ms/image at batch 1 and at --batch (compiled ahead, median of --repeats timed calls), FID and
-KID of --fid_samples samples against the first --fid_reference test images (default
+ms/image at batch 1 (compiled ahead, median of --repeats timed calls) and at --batch (the median
+of the calls that draw the FID samples, after the first), FID and KID of --fid_samples samples against the first --fid_reference test images (default
 pytorch-fid mode), and test bits/dim where the model's likelihood is exact (PixelCNN++; the
 token models' NLL is per code, not per pixel). Writes table.md, table.csv and fid_vs_speed.svg
 under --out with the command, commit and machine. Settings (temperatures, T) are the runs'
@@ -59,15 +59,20 @@ def time_per_image(run: Run, state, batch: int, repeats: int, options: dict) -> 
   return 1000 * statistics.median(times) / batch
 
 
-def draw(run: Run, state, count: int, batch: int, options: dict) -> np.ndarray:
-  """`count` uint8 samples (under the test split's first conditions), in calls of `batch`."""
-  out, rng = [], jax.random.PRNGKey(1)
+def draw(run: Run, state, count: int, batch: int, options: dict):
+  """(`count` uint8 samples under the test split's first conditions, drawn in calls of `batch`;
+  the median ms/image of those calls after the first, which compiles)."""
+  out, times, rng = [], [], jax.random.PRNGKey(1)
   conditions = run.conditions(((count + batch - 1) // batch) * batch)
+  if count <= batch:  # one call: compile on a separate one first
+    jax.block_until_ready(run.sample(state, batch, run.conditions(batch), rng, **options))
   for i in range(0, count, batch):
     cond = jax.tree.map(lambda x, i=i: x[i:i + batch], conditions) if conditions is not None else None
-    images = np.asarray(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
-    out.append(np.round(images * 255).astype(np.uint8))
-  return np.concatenate(out)[:count]
+    start = time.perf_counter()
+    images = jax.block_until_ready(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
+    times.append(time.perf_counter() - start)
+    out.append(np.round(np.asarray(images) * 255).astype(np.uint8))
+  return np.concatenate(out)[:count], 1000 * statistics.median(times[1:] if count > batch else times) / batch
 
 
 def last_eval(workdir: str, key: str):
@@ -101,24 +106,26 @@ def write_scatter(path: str, rows, samples: int) -> None:
     f.write("\n".join(parts + ["</svg>"]) + "\n")
 
 
-def speed_row(name, workdir, options, evaluations, args):
-  """(run, state, row) with the model's sequential evaluations and ms/image at batch 1 and --batch."""
+def speed_row(name, workdir, options, evaluations, args, time_batch: bool = True):
+  """(run, state, row) with the model's sequential evaluations and ms/image at batch 1 and
+  (`time_batch`) at --batch."""
   run = Run.from_workdir(workdir)
   state, step = run.restore_latest()
   if evaluations is None:
     h, w, _ = run.family.data.image_shape
     evaluations = h * w if run.config.family == "pixelcnn" else run.family.length
   row = {"model": name, "workdir": workdir, "step": step, "sequential evaluations": evaluations,
-         "ms/image batch 1": time_per_image(run, state, 1, args.repeats, options),
-         f"ms/image batch {args.batch}": time_per_image(run, state, args.batch, args.repeats, options)}
+         "ms/image batch 1": time_per_image(run, state, 1, args.repeats, options)}
+  if time_batch:
+    row[f"ms/image batch {args.batch}"] = time_per_image(run, state, args.batch, args.repeats, options)
   return run, state, row
 
 
-def compositional_row(run, state, row, args):
+def compositional_row(run, state, row, args, options):
   """Adds compositional accuracy on the first --text_prompts single-object test prompts."""
   captions, attributes, _, _ = t2i_compositional.prompts_of_scenes(run, "test", args.text_prompts, 1)
   images = t2i_compositional.to_uint8(t2i_compositional.draw(run, state, captions, args.text_guidance,
-                                                             args.batch, seed=0))
+                                                             args.batch, seed=0, **options))
   reader = scene_reader.load_reader(run.info.image_shape[0], run.data_dir)
   accuracy = scene_reader.compositional_accuracy(reader, images, attributes)
   row["guidance"] = args.text_guidance
@@ -176,10 +183,12 @@ def main(argv=None):
 
   scorer, rows = None, []
   for name, workdir, options, evaluations in models:
-    run, state, row = speed_row(name, workdir, options, evaluations, args)
+    # With FID, the --batch timing is that of the sampling calls drawing the FID samples.
+    run, state, row = speed_row(name, workdir, options, evaluations, args, time_batch=not args.fid_samples)
     if args.fid_samples:
       scorer = scorer or SampleScorer(run.config, args.fid_reference)
-      feats = scorer.features(draw(run, state, args.fid_samples, args.batch, options), "default")
+      samples, row[f"ms/image batch {args.batch}"] = draw(run, state, args.fid_samples, args.batch, options)
+      feats = scorer.features(samples, "default")
       from genjax.metrics.fid import frechet_distance
       from genjax.metrics.kid import kernel_inception_distance
       row["FID"] = frechet_distance(*scorer._moments(feats), *scorer.reference_moments)
@@ -192,7 +201,7 @@ def main(argv=None):
   text_rows = []
   for name, workdir, options, evaluations in text_models:
     run, state, row = speed_row(name, workdir, dict(options, guidance_scale=args.text_guidance), evaluations, args)
-    compositional_row(run, state, row, args)
+    compositional_row(run, state, row, args, options)
     print(row, flush=True)
     text_rows.append(row)
 

@@ -58,14 +58,16 @@ def prompts_of_scenes(run: Run, split: str, count: int, num_objects: int = 1):
   return captions, attributes, rows["image"][first], floor
 
 
-def draw(run: Run, state, captions, guidance: float, batch: int, seed: int) -> np.ndarray:
+def draw(run: Run, state, captions, guidance: float, batch: int, seed: int, **options) -> np.ndarray:
+  """Images in [0, 1] of `captions` at guidance scale `guidance` (`options`: other sampler
+  settings, e.g. a token model's steps)."""
   out = []
   base = jax.random.fold_in(jax.random.fold_in(run.base_rng, PROMPT_STREAM), seed)
   for start in range(0, len(captions), batch):
     chunk = captions[start:start + batch]
     chunk = chunk + [chunk[-1]] * (batch - len(chunk))  # one compiled shape
     images = run.sample(state, batch, run.prompt_conditions(chunk), jax.random.fold_in(base, start),
-                        guidance_scale=guidance)
+                        guidance_scale=guidance, **options)
     out.append(np.asarray(images)[:min(batch, len(captions) - start)])
   return np.concatenate(out)
 

@@ -186,7 +186,8 @@ class TokenModel(Family):
 
   # ---- training -------------------------------------------------------------------------------
   def init(self, rng, batch, frozen=None):
-    net_rng, text_rng = jax.random.split(rng)
+    # Split only for a text model: models without text keep the streams of earlier runs.
+    net_rng, text_rng = jax.random.split(rng) if self.text_mode != "none" else (rng, rng)
     first = jax.tree.map(lambda a: a[:1], batch["cond"])
     params = {}
     if self.trains_text_encoder:
@@ -204,9 +205,9 @@ class TokenModel(Family):
   def train_step(self, params, opt_state, batch, rng, step, frozen=None):
     del step
     codes = self.codes(batch["image"], frozen)
-    drop_rng, rng = jax.random.split(rng)
     drop = None
     if self.text_mode != "none":
+      drop_rng, rng = jax.random.split(rng)
       drop = jax.random.bernoulli(drop_rng, self.config.model.p_uncond, codes.shape[:1])
 
     def loss_fn(p):

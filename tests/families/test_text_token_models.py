@@ -58,7 +58,7 @@ def _setup(runs, name):
 
 def test_text_prefix_cached_sampling_equals_uncached_with_guidance(runs):
   run, family, params, cond = _setup(runs, "token_ar")
-  assert family.prefix_length == 40 and family.length == 64
+  assert family.length == 64  # 8x8 codes of 16x16 images
   conditioning, w = family.guided_conditioning(params, cond, 2, None, run.frozen, 3.0)
   assert w == 3.0 and conditioning["prefix"].shape == (4, 40)  # [captions, empty captions]
   sample = jax.jit(family.sample_codes, static_argnames=("guidance_scale", "cached"))
@@ -83,9 +83,8 @@ def test_guidance_zero_samples_what_the_empty_caption_does(runs, name):
   np.testing.assert_array_equal(sampled(cond, 0.0), empty)
 
 
-@pytest.mark.parametrize("name", ["token_ar", "maskgit"])
-def test_caption_padding_never_changes_the_output(runs, name):
-  run, family, params, cond = _setup(runs, name)
+def test_caption_padding_never_changes_the_cross_attending_model(runs):
+  run, family, params, cond = _setup(runs, "maskgit")
   garbage = dict(cond, tokens=jnp.where(cond["token_mask"], cond["tokens"], 1234))
   tokens = jnp.zeros((2, family.length), jnp.int32)
 
