@@ -3,7 +3,7 @@
     python experiments/ar_vs_nar.py --pixelcnn=runs/pixelcnn_small --token_ar=runs/token_ar \
         --maskgit=runs/maskgit --maskgit_steps=1,2,4,8,16 --fid_samples=1000 \
         --text_token_ar=runs/token_ar_scenes --text_maskgit=runs/maskgit_scenes --text_prompts=1000 \
-        --text_guidance=3
+        --text_guidance=2,3
 
 For every model (PixelCNN++ on pixels; the autoregressive transformer and MaskGIT with each T on
 the same VQ tokenizer's codes), from its run's EMA weights: sequential network evaluations per
@@ -19,8 +19,9 @@ The text-conditioned decoders (DALL-E's structure: --text_token_ar, a caption-pr
 model; Muse's: --text_maskgit, MaskGIT cross-attending to a text encoder; both on a tokenizer of
 the 64x64 captioned scenes) get a second table: sequential evaluations, ms/image at batch 1 and
 --batch, and compositional accuracy on the first --text_prompts single-object test prompts
-(experiments/t2i_compositional.py, read back by the scene reader) at guidance --text_guidance,
-a scale chosen on the validation prompts with that script, never on these.
+(experiments/t2i_compositional.py, read back by the scene reader) at the guidance scales
+--text_guidance (token AR, MaskGIT), chosen on the validation prompts with that script, never
+on these.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ def speed_row(name, workdir, options, evaluations, args, time_batch: bool = True
 def compositional_row(run, state, row, args, options):
   """Adds compositional accuracy on the first --text_prompts single-object test prompts."""
   captions, attributes, _, _ = t2i_compositional.prompts_of_scenes(run, "test", args.text_prompts, 1)
-  images = t2i_compositional.to_uint8(t2i_compositional.draw(run, state, captions, args.text_guidance,
+  options = dict(options)
+  guidance = options.pop("guidance_scale")
+  images = t2i_compositional.to_uint8(t2i_compositional.draw(run, state, captions, guidance,
                                                              args.batch, seed=0, **options))
   reader = scene_reader.load_reader(run.info.image_shape[0], run.data_dir)
   accuracy = scene_reader.compositional_accuracy(reader, images, attributes)
-  row["guidance"] = args.text_guidance
+  row["guidance"] = guidance
   row["prompts"] = len(captions)
   row.update({f"accuracy {k}": float(accuracy[k]) for k in t2i_compositional.SCORES})
 
@@ -160,8 +163,9 @@ def main(argv=None):
   parser.add_argument("--text_maskgit", default="", help="a cross-attention maskgit run (Muse)")
   parser.add_argument("--text_maskgit_steps", default="8")
   parser.add_argument("--text_prompts", type=int, default=1000)
-  parser.add_argument("--text_guidance", type=float, default=1.0,
-                      help="guidance scale of the text rows (choose it on validation prompts)")
+  parser.add_argument("--text_guidance", default="1,1",
+                      help="guidance scales of the text token AR and MaskGIT rows (choose them on "
+                           "validation prompts)")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "ar_vs_nar"))
@@ -175,8 +179,10 @@ def main(argv=None):
     models.append(("token AR, KV cache", args.token_ar, {}, None))
   models += [(f"MaskGIT T={t}", args.maskgit, {"steps": t}, t) for t in steps_of(args.maskgit_steps)
              if args.maskgit]
-  text_models = [("text-prefix token AR (DALL-E)", args.text_token_ar, {}, None)] if args.text_token_ar else []
-  text_models += [(f"text MaskGIT T={t} (Muse)", args.text_maskgit, {"steps": t}, t)
+  ar_guidance, maskgit_guidance = (float(g) for g in args.text_guidance.split(","))
+  text_models = ([("text-prefix token AR (DALL-E)", args.text_token_ar, {"guidance_scale": ar_guidance}, None)]
+                 if args.text_token_ar else [])
+  text_models += [(f"text MaskGIT T={t} (Muse)", args.text_maskgit, {"steps": t, "guidance_scale": maskgit_guidance}, t)
                   for t in steps_of(args.text_maskgit_steps) if args.text_maskgit]
   if not models and not text_models:
     raise SystemExit("give at least one of --pixelcnn, --token_ar, --maskgit, --text_token_ar, --text_maskgit")
@@ -200,7 +206,7 @@ def main(argv=None):
     rows.append(row)
   text_rows = []
   for name, workdir, options, evaluations in text_models:
-    run, state, row = speed_row(name, workdir, dict(options, guidance_scale=args.text_guidance), evaluations, args)
+    run, state, row = speed_row(name, workdir, options, evaluations, args)
     compositional_row(run, state, row, args, options)
     print(row, flush=True)
     text_rows.append(row)
@@ -217,8 +223,8 @@ def main(argv=None):
       write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
   if text_rows:
     write_table(os.path.join(args.out, "text_table"), text_rows,
-                header + [f"Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
-                          f"of single-object test prompts at guidance {args.text_guidance:g}."])
+                header + ["Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
+                          "of single-object test prompts at each row's guidance scale (chosen on validation)."])
 
 
 if __name__ == "__main__":
