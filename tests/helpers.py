@@ -92,3 +92,12 @@ def assert_resume_is_bitwise(config, workdir, scratch, stop_step: int):
   for a, b in zip(jax.tree.leaves((resumed.params, resumed.ema_params, resumed.opt_state)),
                   jax.tree.leaves((straight.params, straight.ema_params, straight.opt_state))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def jiggled(params, scale: float = 0.5, seed: int = 9):
+  """`params` plus N(0, scale^2) noise: a trained-for-a-few-steps model's near-constant
+  predictions spread out, so a sampler's choices depend on its inputs."""
+  import jax
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])

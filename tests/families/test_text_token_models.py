@@ -17,7 +17,7 @@ from genjax.errors import ConfigError
 from genjax.train import loop
 from genjax.train.run import Run
 from genjax.train.sweep import apply_overrides
-from tests.helpers import assert_resume_is_bitwise, make_captioned_folder
+from tests.helpers import assert_resume_is_bitwise, jiggled, make_captioned_folder
 
 PROMPTS = ["a red square on the left", "a blue square on the right"]
 
@@ -44,15 +44,9 @@ def runs(tmp_path_factory):
   return out
 
 
-def _jiggled(params, scale=0.5):
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
-  return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 def _setup(runs, name):
   run = Run.from_workdir(str(runs[name][1]))
-  params = _jiggled(runs[name][2].ema_params)  # spread-out predictions, not near-constant ones
+  params = jiggled(runs[name][2].ema_params)  # spread-out predictions, not near-constant ones
   return run, run.family, params, run.prompt_conditions(PROMPTS)
 
 

@@ -22,7 +22,7 @@ from genjax.nn import vector_quantizer as vq
 from genjax.train import loop, steps
 from genjax.train.run import Run
 from genjax.train.stages import read_run_config
-from tests.helpers import assert_resume_is_bitwise, smoke_config
+from tests.helpers import assert_resume_is_bitwise, jiggled, smoke_config
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +138,11 @@ def runs(tokenizer, data_dir, tmp_path_factory):
   return out
 
 
-def _jiggled(params, scale=0.5):
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(9), len(leaves))
-  return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 def test_cached_autoregressive_sampling_equals_uncached_decoding(runs):
   config, workdir, state = runs["token_ar"]
   family = Run.from_workdir(str(workdir)).family
   assert family.length == 196  # 14 x 14 codes of 28x28 images
-  params = _jiggled(state.ema_params)  # a spread-out distribution, not a near-constant one
+  params = jiggled(state.ema_params)  # a spread-out distribution, not a near-constant one
   prefix = {"prefix": family.prefix(jnp.arange(3), 3)}
   sample = jax.jit(family.sample_codes, static_argnames="cached")
   cached = np.asarray(sample(params, jax.random.PRNGKey(1), prefix, cached=True))
@@ -175,7 +169,7 @@ def test_maskgit_decoding_masks_the_stated_counts_and_keeps_what_it_kept(runs, s
   config, workdir, state = runs["maskgit"]
   family = Run.from_workdir(str(workdir)).family
   prefix = {"prefix": family.prefix(jnp.arange(4), 4)}
-  codes, history = jax.jit(family.decode, static_argnums=3)(_jiggled(state.ema_params), jax.random.PRNGKey(2),
+  codes, history = jax.jit(family.decode, static_argnums=3)(jiggled(state.ema_params), jax.random.PRNGKey(2),
                                                              prefix, steps)
   history = np.asarray(history)
   masked = history == family.mask_id
