@@ -67,7 +67,7 @@ class MaskGIT(TokenModel):
   def decode(self, params, rng, conditioning, steps: int, guidance_scale: float = 1.0):
     """(codes [B, N], tokens [steps, B, N]: the sequence after each step, MASK where masked)."""
     m, w = self.config.model, guidance_scale
-    num = conditioning["prefix"].shape[0] // (1 if w == 1.0 else 2)
+    num = self.images_per_batch(conditioning, w)
 
     def one_step(carry, t):
       tokens, masked = carry

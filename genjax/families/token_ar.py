@@ -36,7 +36,7 @@ class TokenAR(TokenModel):
 
   def sample_codes(self, params, rng, conditioning, guidance_scale: float = 1.0, cached: bool = True):
     w, prefix = guidance_scale, conditioning["prefix"]
-    num, start = prefix.shape[0] // (1 if w == 1.0 else 2), prefix.shape[1] - 1
+    num, start = self.images_per_batch(conditioning, w), prefix.shape[1] - 1
     codes = jnp.zeros((num, self.length), jnp.int32)
     if not cached:  # position start + i of [prefix, codes] predicts code i; later ones are masked off
       def uncached(i, codes):

@@ -180,6 +180,11 @@ class TokenModel(Family):
     return without + w * (with_caption - without)
 
   @staticmethod
+  def images_per_batch(conditioning, w: float) -> int:
+    """How many images `conditioning` is for (half its rows when guided: [captions, empty])."""
+    return conditioning["prefix"].shape[0] // (1 if w == 1.0 else 2)
+
+  @staticmethod
   def doubled(tokens, w: float):
     """Tokens [B, ...] for both halves of a guided batch."""
     return tokens if w == 1.0 else jnp.concatenate([tokens, tokens])
