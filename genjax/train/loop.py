@@ -178,11 +178,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   own_watcher = preemption is None
   preemption = preemption or PreemptionWatcher()
 
-  state = run.init_state()
   train_iter = run.train_iterator()
   start = checkpointer.latest_step()
-  if start is not None:
-    state, data_state = run.restore(checkpointer, start, state)
+  if start is None:
+    state = run.init_state()
+  else:
+    state, data_state = run.restore(checkpointer, start, run.abstract_state())
     train_iter.set_state(data_state)
     writer.truncate_after(start)
     multihost.say(f"genjax: resumed from checkpoint step {start} in {checkpointer.directory}")

@@ -190,10 +190,9 @@ class Run:
     return sharding.replicate(self._cond_of({"caption": np.asarray(list(prompts), object)}), self.mesh)
 
   # ---- state ------------------------------------------------------------------------------------
-  def init_state(self) -> TrainState:
-    """Fresh parameters from the first training batch (the same batch on every
-    (re)start, so data-dependent initialisation is reproducible), placed by
-    `config.sharding` (replicated, or split FSDP-style: genjax.train.sharding)."""
+  def _init(self):
+    """(init function, its arguments, the state's placement by `config.sharding`: replicated,
+    or split FSDP-style: genjax.train.sharding)."""
     init_batch = self.first_train_batch()
     family = self.family
 
@@ -202,11 +201,24 @@ class Run:
       ema = jax.tree.map(jnp.copy, family.ema_view(params))
       return TrainState.create(params, opt_state, ema, jax.random.fold_in(self.base_rng, TRAIN_STREAM))
 
-    rng = jax.random.fold_in(self.base_rng, INIT_STREAM)
+    args = (jax.random.fold_in(self.base_rng, INIT_STREAM), init_batch, self.frozen)
     min_size = self.config.get("sharding", {}).get("min_shard_size", sharding.DEFAULT_MIN_SHARD_SIZE)
-    layout = sharding.state_shardings(jax.eval_shape(init_fn, rng, init_batch, self.frozen), self.mesh,
-                                      min_size)
-    return jax.jit(init_fn, out_shardings=layout)(rng, init_batch, self.frozen)
+    shapes = jax.eval_shape(init_fn, *args)
+    return init_fn, args, shapes, sharding.state_shardings(shapes, self.mesh, min_size)
+
+  def init_state(self) -> TrainState:
+    """Fresh parameters from the first training batch (the same batch on every
+    (re)start, so data-dependent initialisation is reproducible), placed by
+    `config.sharding`."""
+    init_fn, args, _, layout = self._init()
+    return jax.jit(init_fn, out_shardings=layout)(*args)
+
+  def abstract_state(self) -> TrainState:
+    """The state's shapes, dtypes and placement without computing it: what a checkpoint is
+    restored into (a resumed or evaluated run never compiles nor runs the initialiser)."""
+    _, _, shapes, layout = self._init()
+    return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+                        shapes, layout)
 
   def checkpointer(self, read_only: bool = False) -> Checkpointer:
     """The run's checkpoints. `read_only` (eval, sample, scripts) never creates folders nor
@@ -229,7 +241,7 @@ class Run:
       if step is None:
         raise CheckpointError(f"no checkpoint in {checkpointer.directory}; train first "
                               f"(python launch.py --config=... --workdir={self.workdir})")
-      state, _ = self.restore(checkpointer, step, self.init_state())
+      state, _ = self.restore(checkpointer, step, self.abstract_state())
     finally:
       checkpointer.close()
     return state, step

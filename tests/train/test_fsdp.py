@@ -13,7 +13,7 @@ import textwrap
 from jax.sharding import PartitionSpec as P
 
 from genjax.train import sharding
-from tests.helpers import REPO, SUITE_XLA_FLAGS
+from tests.helpers import REPO
 
 # Max |difference| allowed after 2 steps (XLA's gathers and reduce-scatters add in another
 # order than the replicated all-reduce); measured: see the README's FSDP row.
@@ -65,8 +65,9 @@ SCRIPT = textwrap.dedent("""
 
     rs = np.random.RandomState(0)
     # 1. The text-conditioned U-Net with its trainable text encoder.
-    config = t2i.get_config("size=smoke")  # smaller, on 16x16 images: the suite's CPU time
-    config.model.ch, config.model.attn_resolutions = 8, (8,)
+    # Smaller, on 16x16 images (the suite's CPU time): one level, attention and cross-attention.
+    config = t2i.get_config("size=smoke")
+    config.model.update(ch=8, ch_mult=(1,), attn_resolutions=(16,), layout_resolutions=())
     text = TextSpec(vocab_size=30522, max_length=8, null_ids=(101, 102, 0, 0, 0, 0, 0, 0),
                     null_mask=(True, True, False, False, False, False, False, False))
     batch = {"image": jnp.asarray(rs.randint(0, 256, (8, 16, 16, 3)), jnp.uint8),
@@ -101,7 +102,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_fsdp_matches_replicated_and_splits_the_state(tmp_path, data_dir):
-  env = dict(os.environ, XLA_FLAGS=f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=8",
+  # XLA's default fusion emitters, as users train (the suite's classic emitters add the VAE's
+  # split gradients in another order: 3e-5 after 2 Adam steps, in biases whose gradient is
+  # analytically zero, so Adam's normalised update flips with the sign of rounding noise).
+  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8",
              GENJAX_DATA_DIR=data_dir)
   proc = subprocess.run([sys.executable, "-c", SCRIPT, data_dir, str(tmp_path)], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
