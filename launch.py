@@ -4,7 +4,7 @@
   python launch.py --config=configs/vae.py --workdir=/tmp/vae --config.optim.learning_rate=1e-3
   python launch.py --workdir=/tmp/vae --mode=eval          # rebuilt from /tmp/vae/config.json
   python launch.py --workdir=/tmp/t2i --mode=sample --prompt "a red sneaker on the left" --guidance=3
-  python launch.py --config=configs/vae.py:size=smoke --workdir=/tmp/sweep --mode=sweep
+  python launch.py --config=configs/vae.py:size=smoke --workdir=/tmp/sweep --mode=sweep [--dry_run]
 
 Several processes (one per host; see genjax/launchers.py and README "Several hosts"):
   python launch.py --config=... --workdir=/tmp/vae --local_processes=2 --local_devices=2
@@ -55,7 +55,8 @@ flags.DEFINE_string("cluster", None, "--xpk: the GKE cluster.")
 flags.DEFINE_string("tpu_type", None, "--xpk: TPU slice type, e.g. v5p-32.")
 flags.DEFINE_integer("num_slices", 1, "--xpk: number of slices.")
 flags.DEFINE_string("docker_image", None, "--xpk: an image with genjax installed (default: built by xpk).")
-flags.DEFINE_bool("dry_run", False, "With a launcher: print the commands (or script) instead of running them.")
+flags.DEFINE_bool("dry_run", False, "With a launcher: print the commands (or script) instead of running them. "
+                  "With --mode=sweep: list the runs, their state and one launch command per run.")
 flags.mark_flags_as_required(["workdir"])
 
 _MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
@@ -106,12 +107,29 @@ def launch_elsewhere() -> int | None:
   return None
 
 
+def _without(argv, names) -> list[str]:
+  """argv without the flags `names` (either --name=value, --name value or --[no]name)."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+    if name in names or (name and name.startswith("no") and name[2:] in names):
+      skip = "=" not in arg and name not in ("dry_run", "nodry_run")
+      continue
+    out.append(arg)
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from genjax.errors import UserError
+  # A sweep's dry run lists one launch command per run (launcher flags kept: one job per run).
+  sweep_listing = FLAGS.mode == "sweep" and FLAGS.dry_run
   try:
-    code = launch_elsewhere()
+    code = None if sweep_listing else launch_elsewhere()
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -135,7 +153,8 @@ def main(argv):
     entry.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, num_samples=FLAGS.num_samples,
               config_path=FLAGS["config"].config_filename if FLAGS.config is not None else "",
               prompts=FLAGS.prompt,
-              prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance, steps=FLAGS.steps)
+              prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance, steps=FLAGS.steps,
+              dry_run=sweep_listing, base_args=_without(sys.argv[1:], ("mode", "workdir", "dry_run")))
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)
     sys.exit(2)

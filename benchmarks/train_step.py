@@ -41,6 +41,8 @@ VARIANTS = {  # name -> XLA:CPU options ({} = plain compile)
     "dot+reduce+eltwise": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE,"
                                 "LIBRARY_FUSION_TYPE_ELTWISE"},
     "dot+conv": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
+    # XLA:CPU's classic loop emitters for fusions instead of the MLIR fusion emitters.
+    "genjax+classic": {**compiler_options.CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False},
 }
 
 

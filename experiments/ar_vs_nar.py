@@ -27,14 +27,11 @@ on these.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -42,38 +39,11 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.sampling_speed import SampleScorer  # noqa: E402
 from experiments import t2i_compositional  # noqa: E402
+from experiments.measure import SampleScorer, draw, fid_kid, time_per_image  # noqa: E402
+from genjax.experiment import write_table  # noqa: E402
 from genjax.metrics import scene_reader  # noqa: E402
 from genjax.train.run import Run  # noqa: E402
-
-
-def time_per_image(run: Run, state, batch: int, repeats: int, options: dict) -> float:
-  """Median ms/image of `repeats` sampling calls of `batch` images (the first call compiles)."""
-  rng, cond = jax.random.PRNGKey(0), run.conditions(batch)
-  jax.block_until_ready(run.sample(state, batch, cond, rng, **options))
-  times = []
-  for i in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times) / batch
-
-
-def draw(run: Run, state, count: int, batch: int, options: dict):
-  """(`count` uint8 samples under the test split's first conditions, drawn in calls of `batch`;
-  the median ms/image of those calls after the first, which compiles)."""
-  out, times, rng = [], [], jax.random.PRNGKey(1)
-  conditions = run.conditions(((count + batch - 1) // batch) * batch)
-  if count <= batch:  # one call: compile on a separate one first
-    jax.block_until_ready(run.sample(state, batch, run.conditions(batch), rng, **options))
-  for i in range(0, count, batch):
-    cond = jax.tree.map(lambda x, i=i: x[i:i + batch], conditions) if conditions is not None else None
-    start = time.perf_counter()
-    images = jax.block_until_ready(run.sample(state, batch, cond, jax.random.fold_in(rng, i), **options))
-    times.append(time.perf_counter() - start)
-    out.append(np.round(np.asarray(images) * 255).astype(np.uint8))
-  return np.concatenate(out)[:count], 1000 * statistics.median(times[1:] if count > batch else times) / batch
 
 
 def last_eval(workdir: str, key: str):
@@ -136,21 +106,6 @@ def compositional_row(run, state, row, args, options):
   row.update({f"accuracy {k}": float(accuracy[k]) for k in t2i_compositional.SCORES})
 
 
-def write_table(path_stem: str, rows, header) -> list[str]:
-  columns = list(dict.fromkeys(k for r in rows for k in r))
-  with open(path_stem + ".csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, columns)
-    writer.writeheader()
-    writer.writerows(rows)
-  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
-  lines = header + ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-  with open(path_stem + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
-  return lines
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--pixelcnn", default="")
@@ -194,13 +149,8 @@ def main(argv=None):
     if args.fid_samples:
       scorer = scorer or SampleScorer(run.config, args.fid_reference)
       samples, row[f"ms/image batch {args.batch}"] = draw(run, state, args.fid_samples, args.batch, options)
-      feats = scorer.features(samples, "default")
-      from genjax.metrics.fid import frechet_distance
-      from genjax.metrics.kid import kernel_inception_distance
-      row["FID"] = frechet_distance(*scorer._moments(feats), *scorer.reference_moments)
-      row["KID"] = kernel_inception_distance(feats, scorer.reference,
-                                             subset_size=min(1000, len(feats) // 2, len(scorer.reference) // 2))[0]
-      row["samples"] = args.fid_samples
+      scores = fid_kid(scorer, samples)
+      row.update(FID=scores["FID"], KID=scores["KID"], samples=scores["samples"])
     row["test bits/dim"] = last_eval(workdir, "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
     print(row, flush=True)
     rows.append(row)
@@ -218,13 +168,14 @@ def main(argv=None):
             f"Commit {commit}; {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
             f"{jax.devices()[0].platform}."]
   if rows:
-    write_table(os.path.join(args.out, "table"), rows, header)
+    print(write_table(args.out, rows, header))
     if args.fid_samples:
       write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
   if text_rows:
-    write_table(os.path.join(args.out, "text_table"), text_rows,
-                header + ["Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
-                          "of single-object test prompts at each row's guidance scale (chosen on validation)."])
+    print(write_table(args.out, text_rows,
+                      header + ["Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
+                                "of single-object test prompts at each row's guidance scale (chosen on validation)."],
+                      stem="text_table"))
 
 
 if __name__ == "__main__":

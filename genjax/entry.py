@@ -83,22 +83,38 @@ def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file:
   return out_dir
 
 
-def run_sweep(config, workdir, config_path: str) -> None:
-  """Trains one run per override dict of the config file's get_hyper(h), each
-  in its own sub-workdir (so every run resumes independently)."""
-  spec = importlib.util.spec_from_file_location("genjax_sweep_config", config_path)
+def sweep_runs(workdir: str, config_path: str) -> list[sweep.SweepRun]:
+  """The runs of the config file's get_hyper(h), each with its own sub-workdir."""
+  spec = importlib.util.spec_from_file_location("genjax_sweep_config", config_path.split(":")[0])
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_hyper"):
-    raise ConfigError(f"{config_path} defines no get_hyper(h); nothing to sweep")
-  runs = module.get_hyper(sweep)
+    raise ConfigError(f"{config_path.split(':')[0]} defines no get_hyper(h); nothing to sweep")
+  return sweep.plan(module.get_hyper(sweep), workdir)
+
+
+def run_sweep(config, workdir, config_path: str, dry_run: bool = False,
+              base_args: Sequence[str] = ()) -> None:
+  """Trains one run per override dict of the config file's get_hyper(h), each in its own
+  sub-workdir: finished runs are skipped, unfinished ones resume. `dry_run` lists the runs,
+  their state and launch commands (`base_args`: launch.py's other arguments) instead."""
+  runs = sweep_runs(workdir, config_path)
+  configs = [sweep.apply_overrides(config, r.overrides) for r in runs]  # every typo fails first
+  states = [sweep.status(r, c.total_steps) for r, c in zip(runs, configs)]
+  if dry_run:
+    for i, (r, state) in enumerate(zip(runs, states)):
+      print(f"# {i + 1}/{len(runs)} {r.name}: {state}\n{sweep.command(r, list(base_args))}")
+    return
+  if jax.process_index() == 0:
+    sweep.write_index(workdir, config_path, runs)
   preemption = PreemptionWatcher()  # one for the whole sweep: a SIGTERM ends it, not one run
   try:
-    for i, overrides in enumerate(runs):
-      name = sweep.run_name(overrides)
-      multihost.say(f"genjax: sweep run {i + 1}/{len(runs)}: {name}")
-      loop.train_and_evaluate(sweep.apply_overrides(config, overrides),
-                              str(paths.resolve(workdir) / f"{i:03d}"), preemption)
+    for i, (r, run_config, state) in enumerate(zip(runs, configs, states)):
+      if state == "finished":
+        multihost.say(f"genjax: sweep run {i + 1}/{len(runs)}: {r.name}: finished, skipped")
+        continue
+      multihost.say(f"genjax: sweep run {i + 1}/{len(runs)}: {r.name} ({state})")
+      loop.train_and_evaluate(run_config, r.workdir, preemption)
       if preemption.stopped:
         multihost.say(f"genjax: sweep preempted during run {i + 1}/{len(runs)}; rerun the same "
                       f"command to resume it and the runs after it")
@@ -109,7 +125,8 @@ def run_sweep(config, workdir, config_path: str) -> None:
 
 def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *, num_samples: int = 64,
         config_path: str = "", prompts: Sequence[str] = (), prompts_file: Optional[str] = None,
-        guidance: Optional[float] = None, steps: Optional[int] = None) -> None:
+        guidance: Optional[float] = None, steps: Optional[int] = None, dry_run: bool = False,
+        base_args: Sequence[str] = ()) -> None:
   if mode in ("train", "sweep") and config is None:
     raise ConfigError(f"--mode={mode} needs --config=configs/<family>.py[:args]")
   if mode == "train":
@@ -119,6 +136,6 @@ def run(mode: str, config: Optional[ml_collections.ConfigDict], workdir: str, *,
   elif mode == "sample":
     sample(workdir, num_samples, prompts, prompts_file, guidance, steps=steps)
   elif mode == "sweep":
-    run_sweep(config, workdir, config_path.split(":")[0])
+    run_sweep(config, workdir, config_path, dry_run, base_args)
   else:
     raise ConfigError(f"unknown mode {mode!r}")

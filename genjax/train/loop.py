@@ -47,6 +47,29 @@ def _write_config(config, workdir):
   path.write_text(text)
 
 
+# Logged with every training line: the window's speed and the run's training time so far
+# (summed over resumptions; evaluation excluded), which tables report beside their metrics.
+STEPS_PER_SECOND, TRAIN_SECONDS = "perf/steps_per_second", "perf/train_seconds"
+FINISHED_FILE = "finished.json"
+
+
+def _write_finished(workdir, step: int, train_seconds: float, params: int, frozen_params: int) -> None:
+  """Marks a run that reached its total_steps with its final evaluation done (a sweep skips it)."""
+  record = {"step": int(step), "train_seconds": round(train_seconds, 1), "params": int(params),
+            "frozen_params": int(frozen_params), "devices": jax.device_count(),
+            "platform": jax.devices()[0].platform}
+  (paths.resolve(workdir) / FINISHED_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_finished(workdir) -> dict | None:
+  """finished.json of a run, or None if it has not finished (or the file is unreadable)."""
+  path = paths.resolve(workdir) / FINISHED_FILE
+  try:
+    return json.loads(path.read_text()) if path.exists() else None
+  except (OSError, ValueError):
+    return None
+
+
 def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
   bad = int(state.nonfinite_step)
   if bad >= 0:
@@ -205,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_step = steps.make_train_step(run.family, config.ema_decay, collection, run.mesh,
                                      state_sharding=sharding.shardings_of(state))
   acc = steps.empty_accumulator(collection, run.mesh)
-  progress = Progress(config.total_steps, config.batch_size, start)
+  progress = Progress(config.total_steps, config.batch_size, start,
+                      train_seconds=writer.last_value(TRAIN_SECONDS))
   t_start = time.perf_counter()
 
   step = start
@@ -225,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         scalars = {k: float(v) for k, v in acc.compute().items()}
         acc = steps.empty_accumulator(collection, run.mesh)
         multihost.say(progress.line(step, scalars))
-        writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+        writer.write_scalars(step, {**{f"train/{k}": v for k, v in scalars.items()},
+                                    STEPS_PER_SECOND: progress.rate, TRAIN_SECONDS: progress.train_seconds})
         problem = run.family.health_message(scalars)
         unhealthy_logs = unhealthy_logs + 1 if problem else 0
         if unhealthy_logs >= HEALTH_PATIENCE:
@@ -241,7 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         break
       if config.eval_every and (step % config.eval_every == 0 or last):
         _check_finite(state, checkpointer)
+        t_eval = time.perf_counter()
         _evaluate_and_log(evaluator, state, step, writer)
+        progress.exclude(time.perf_counter() - t_eval)
   finally:
     train_iter.close()
     checkpointer.close()
@@ -249,6 +276,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if own_watcher:
       preemption.close()
 
+  evaluation_pending = evaluator.fid is not None and evaluator.fid.pending(step)
+  if step == config.total_steps and not preemption.stopped and not evaluation_pending and is_main:
+    _write_finished(workdir, step, progress.train_seconds, n_params, n_frozen)
   if step == config.total_steps and step > start and is_main:
     outputs = {"config": paths.resolve(workdir) / "config.json", "metrics": writer.jsonl_path,
                **evaluator.last_paths, "checkpoints": checkpointer.directory,

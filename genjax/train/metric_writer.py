@@ -48,6 +48,17 @@ class MetricWriter:
         continue  # a line cut short by a crash
     self.jsonl_path.write_text("".join(keep))
 
+  def last_value(self, key: str, default: float = 0.0) -> float:
+    """The last value logged for `key` (after `truncate_after`: at or before the restored step)."""
+    value = default
+    if self.enabled and self.jsonl_path.exists():
+      for line in self.jsonl_path.read_text().splitlines():
+        try:
+          value = float(json.loads(line).get(key, value))
+        except (ValueError, TypeError):
+          continue
+    return value
+
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
