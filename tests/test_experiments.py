@@ -134,3 +134,23 @@ def test_bad_sweeps_are_one_line_errors(tmp_path):
     experiment.collect(str(tmp_path), {})
   assert experiment.sweep.run_dirname({"stages.autoencoder": "runs/ae@1000"}).startswith("stages.autoencoder=runs_ae_1000-")
   assert REPO
+
+
+def test_ddim_steps_smoke_measures_each_sampler_once(tmp_path, data_dir, monkeypatch):
+  from experiments import ddim_steps
+  from genjax.metrics import features
+  from tests.metrics.tiny import TinyFeatures, tiny_params
+  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
+  real = features.InceptionFeatures
+  monkeypatch.setattr(features, "InceptionFeatures",
+                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
+  args = ["--smoke", "--samplers=ddim-2,ddim-4@1", f"--runs={tmp_path}", f"--out={tmp_path / 'out'}"]
+  ddim_steps.main(args)
+  rows = list(csv.DictReader(open(tmp_path / "out" / "table.csv")))
+  assert [(r["sampler"], r["network evaluations"], r["eta"]) for r in rows] == [("ddim-2", "2", "0.0"),
+                                                                             ("ddim-4@1", "4", "1.0")]
+  assert all(float(r["FID"]) > 0 and float(r["ms/image (batch 8)"]) > 0 for r in rows)
+  table = (tmp_path / "out" / "table.md").read_text()
+  monkeypatch.setattr("experiments.measure.draw", lambda *_, **__: pytest.fail("measured again"))
+  ddim_steps.main(args)
+  assert (tmp_path / "out" / "table.md").read_text() == table

@@ -31,8 +31,9 @@ def test_sweep_stops_at_a_preemption(tmp_path, data_dir, monkeypatch):
   monkeypatch.setattr(PreemptionWatcher, "__init__", requested_init)
   entry.run_sweep(smoke_config("vae", FAST, data_dir=data_dir), str(tmp_path / "sweep"),
                   str(sweep_file))
-  assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["000"]
-  assert (tmp_path / "sweep" / "000" / "checkpoints" / "1").is_dir()  # saved at step 1
+  assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["seed=1", "sweep.json"]
+  assert (tmp_path / "sweep" / "seed=1" / "checkpoints" / "1").is_dir()  # saved at step 1
+  assert not (tmp_path / "sweep" / "seed=1" / "finished.json").exists()
 
 
 def test_stale_evaluation_states_are_removed(tmp_path, data_dir):
