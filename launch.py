@@ -107,21 +107,6 @@ def launch_elsewhere() -> int | None:
   return None
 
 
-def _without(argv, names) -> list[str]:
-  """argv without the flags `names` (either --name=value, --name value or --[no]name)."""
-  out, skip = [], False
-  for arg in argv:
-    if skip:
-      skip = False
-      continue
-    name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
-    if name in names or (name and name.startswith("no") and name[2:] in names):
-      skip = "=" not in arg and name not in ("dry_run", "nodry_run")
-      continue
-    out.append(arg)
-  return out
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -144,7 +129,7 @@ def main(argv):
   elif FLAGS.distributed == "on" or (FLAGS.distributed == "auto" and _multiprocess_environment()):
     jax.distributed.initialize()
 
-  from genjax import compilation_cache, entry
+  from genjax import compilation_cache, entry, launchers
   compilation_cache.enable()
   try:
     if FLAGS.config is not None and FLAGS.mode in ("eval", "sample") and jax.process_index() == 0:
@@ -154,7 +139,8 @@ def main(argv):
               config_path=FLAGS["config"].config_filename if FLAGS.config is not None else "",
               prompts=FLAGS.prompt,
               prompts_file=FLAGS.prompts_file, guidance=FLAGS.guidance, steps=FLAGS.steps,
-              dry_run=sweep_listing, base_args=_without(sys.argv[1:], ("mode", "workdir", "dry_run")))
+              dry_run=sweep_listing,
+              base_args=launchers.drop_flags(sys.argv[1:], {"mode": True, "workdir": True, "dry_run": False}))
   except UserError as e:
     print(f"genjax: error: {e}", file=sys.stderr)
     sys.exit(2)

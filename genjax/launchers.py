@@ -37,20 +37,26 @@ FORWARDED_ENV = ("GENJAX_DATA_DIR", "GENJAX_COMPILATION_CACHE", "GENJAX_FASHION_
 REMOTE_DIR = "genjax"  # the code's folder in the home directory of each TPU VM worker
 
 
-def worker_args(argv: Sequence[str]) -> list[str]:
-  """launch.py's arguments without the launcher flags: what every process runs."""
+def drop_flags(argv: Sequence[str], flags: dict[str, bool]) -> list[str]:
+  """argv without the flags named in `flags` (name -> takes a value): --name=value,
+  --name value, --name and --noname."""
   out, skip = [], False
   for arg in argv:
     if skip:
       skip = False
       continue
     name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
-    bare = name[2:] if name and name.startswith("no") and name[2:] in LAUNCHER_FLAGS else name
-    if bare in LAUNCHER_FLAGS:
-      skip = LAUNCHER_FLAGS[bare] and "=" not in arg
+    bare = name[2:] if name and name.startswith("no") and name[2:] in flags else name
+    if bare in flags:
+      skip = flags[bare] and "=" not in arg
       continue
     out.append(arg)
   return out
+
+
+def worker_args(argv: Sequence[str]) -> list[str]:
+  """launch.py's arguments without the launcher flags: what every process runs."""
+  return drop_flags(argv, LAUNCHER_FLAGS)
 
 
 def _jax_for(accelerator: str) -> str:

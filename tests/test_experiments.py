@@ -31,6 +31,17 @@ def _sweep_config(tmp_path, data_dir):
   return config, f"{path}:dataset=mnist5k,size=smoke"
 
 
+@pytest.fixture
+def tiny_inception(data_dir, monkeypatch):
+  """Experiments score FID with a tiny stand-in network (the plumbing, not the features)."""
+  from genjax.metrics import features
+  from tests.metrics.tiny import TinyFeatures, tiny_params
+  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
+  real = features.InceptionFeatures
+  monkeypatch.setattr(features, "InceptionFeatures",
+                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
+
+
 def _last(workdir, key):
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   return [r[key] for r in records if key in r][-1]
@@ -92,14 +103,8 @@ def test_sweep_dry_run_from_the_command_line(tmp_path, data_dir):
   assert "--mode" not in proc.stdout.replace("--mode=sweep", "") and not list(tmp_path.iterdir())
 
 
-def test_experiment_smoke_writes_its_table_and_a_rerun_repeats_nothing(tmp_path, data_dir, monkeypatch):
+def test_experiment_smoke_writes_its_table_and_a_rerun_repeats_nothing(tmp_path, tiny_inception, monkeypatch):
   from experiments import families
-  from genjax.metrics import features
-  from tests.metrics.tiny import TinyFeatures, tiny_params
-  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
-  real = features.InceptionFeatures
-  monkeypatch.setattr(features, "InceptionFeatures",
-                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
   args = ["--smoke", "--families=vae,flow", f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}"]
   monkeypatch.setattr("sys.argv", ["experiments/families.py", *args])
   families.main(args)
@@ -136,14 +141,8 @@ def test_bad_sweeps_are_one_line_errors(tmp_path):
   assert REPO
 
 
-def test_ddim_steps_smoke_measures_each_sampler_once(tmp_path, data_dir, monkeypatch):
+def test_ddim_steps_smoke_measures_each_sampler_once(tmp_path, tiny_inception, monkeypatch):
   from experiments import ddim_steps
-  from genjax.metrics import features
-  from tests.metrics.tiny import TinyFeatures, tiny_params
-  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
-  real = features.InceptionFeatures
-  monkeypatch.setattr(features, "InceptionFeatures",
-                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
   args = ["--smoke", "--samplers=ddim-2,ddim-4@1", f"--runs={tmp_path}", f"--out={tmp_path / 'out'}"]
   ddim_steps.main(args)
   rows = list(csv.DictReader(open(tmp_path / "out" / "table.csv")))
