@@ -83,7 +83,7 @@ def main(argv=None):
                  f"ms/image (batch {args.batch})": result["ms/image"]})
 
   header = experiment.write_provenance(args.out, [spec.command(args.runs)], started, [
-      f"Model: {workdir} (step {run['finished']['step']}, {run['finished']['params']:,} params, "
+      f"Model: {os.path.relpath(workdir, REPO) if workdir.startswith(REPO) else workdir} (step {run['finished']['step']}, {run['finished']['params']:,} params, "
       f"{timesteps}-step schedule). FID/KID: {args.fid_samples} samples vs the first "
       f"{args.fid_samples} test images (pytorch-fid mode), the same keys for every sampler."
       + (" Smoke run: not a result." if args.smoke else "")])

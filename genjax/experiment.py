@@ -60,6 +60,8 @@ class RunSpec:
 
   def command(self, runs_dir: str) -> str:
     flags = " ".join(f"--config.{k}={sweep.flag_value(v)}" for k, v in self.overrides.items())
+    inside = os.path.abspath(runs_dir).startswith(REPO + os.sep)  # shown relative to the checkout
+    runs_dir = os.path.relpath(os.path.abspath(runs_dir), REPO) if inside else runs_dir
     return (f"python launch.py --config={self.config} --workdir={runs_dir.rstrip('/')}/{self.name}"
             + (f" {flags}" if flags else ""))
 
