@@ -255,7 +255,9 @@ def commit() -> str:
   def git(*args):
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
   head = git("rev-parse", "--short", "HEAD") or "unknown"
-  return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+  # Results written by experiments are not code: only other uncommitted changes are flagged.
+  changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!experiments/results")
+  return head + (" (with uncommitted changes)" if changed else "")
 
 
 def write_provenance(out_dir: str, commands: Sequence[str], started: float, notes: Sequence[str] = ()) -> list[str]:
