@@ -3,7 +3,6 @@ genjax.train.run.Run (eval and sample rebuild the run from WORKDIR/config.json).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from typing import Optional, Sequence
@@ -85,9 +84,7 @@ def sample(workdir, num_samples: int, prompts: Sequence[str] = (), prompts_file:
 
 def sweep_runs(workdir: str, config_path: str) -> list[sweep.SweepRun]:
   """The runs of the config file's get_hyper(h), each with its own sub-workdir."""
-  spec = importlib.util.spec_from_file_location("genjax_sweep_config", config_path.split(":")[0])
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = sweep.config_module(config_path)
   if not hasattr(module, "get_hyper"):
     raise ConfigError(f"{config_path.split(':')[0]} defines no get_hyper(h); nothing to sweep")
   return sweep.plan(module.get_hyper(sweep), workdir)

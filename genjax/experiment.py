@@ -1,7 +1,6 @@
 """Experiments: runs in, a table and plots out.
 
-An experiment script (experiments/<name>.py) lists its runs (`RunSpec`s, or a config's
-get_hyper sweep via `sweep_specs`), trains the unfinished ones (`train_runs`: a finished run,
+An experiment script (experiments/<name>.py) lists its runs (`RunSpec`s), trains the unfinished ones (`train_runs`: a finished run,
 one with finished.json for its total_steps, is skipped; an interrupted one resumes), measures
 what the runs' own evaluations do not hold (`measured`: cached in the run's folder, keyed by
 the settings and checkpoint step, so a re-run recomputes nothing), and writes a table
@@ -15,7 +14,6 @@ and finished.json) into rows: the swept values as columns, then chosen metrics.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import platform
@@ -37,14 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---- runs ---------------------------------------------------------------------------------------
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """`configs/<family>.py[:args]` as launch.py's --config reads it."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    path = os.path.join(REPO, path)
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file {spec.split(':')[0]} does not exist")
-  module_spec = importlib.util.spec_from_file_location(f"genjax_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = sweep.config_module(spec)
+  arg = spec.partition(":")[2]
   return module.get_config(arg) if arg else module.get_config()
 
 
@@ -64,16 +56,6 @@ class RunSpec:
     runs_dir = os.path.relpath(os.path.abspath(runs_dir), REPO) if inside else runs_dir
     return (f"python launch.py --config={self.config} --workdir={runs_dir.rstrip('/')}/{self.name}"
             + (f" {flags}" if flags else ""))
-
-
-def sweep_specs(config: str, base: Optional[dict] = None) -> list[RunSpec]:
-  """The runs of `config`'s get_hyper(h) (each with `base` overrides first)."""
-  path = config.partition(":")[0]
-  module_spec = importlib.util.spec_from_file_location("genjax_sweep_" + str(abs(hash(path))), 
-                                                       path if os.path.isfile(path) else os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return [RunSpec(sweep.run_dirname(o), config, {**(base or {}), **o}) for o in module.get_hyper(sweep)]
 
 
 def train_runs(specs: Sequence[RunSpec], runs_dir: str, extra: Optional[dict] = None,

@@ -27,6 +27,22 @@ import ml_collections
 from genjax.errors import ConfigError
 
 
+def config_module(config_path: str):
+  """The config file of `configs/<family>.py[:args]` as a module (relative to the working
+  directory, else to the checkout)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  path = config_path.split(":")[0]
+  if not os.path.isfile(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {config_path.split(':')[0]} does not exist")
+  spec = importlib.util.spec_from_file_location(f"genjax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def sweep(key: str, values) -> list[dict]:
   return [{key: v} for v in values]
 
