@@ -27,7 +27,6 @@ on these.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -41,15 +40,9 @@ sys.path.insert(0, REPO)
 
 from experiments import t2i_compositional  # noqa: E402
 from experiments.measure import SampleScorer, draw, fid_kid, time_per_image  # noqa: E402
-from genjax.experiment import write_table  # noqa: E402
+from genjax.experiment import read_run, run_value, write_table  # noqa: E402
 from genjax.metrics import scene_reader  # noqa: E402
 from genjax.train.run import Run  # noqa: E402
-
-
-def last_eval(workdir: str, key: str):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    values = [r[key] for r in map(json.loads, f) if key in r]
-  return values[-1] if values else None
 
 
 def write_scatter(path: str, rows, samples: int) -> None:
@@ -151,7 +144,7 @@ def main(argv=None):
       samples, row[f"ms/image batch {args.batch}"] = draw(run, state, args.fid_samples, args.batch, options)
       scores = fid_kid(scorer, samples)
       row.update(FID=scores["FID"], KID=scores["KID"], samples=scores["samples"])
-    row["test bits/dim"] = last_eval(workdir, "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
+    row["test bits/dim"] = run_value(read_run(workdir), "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
     print(row, flush=True)
     rows.append(row)
   text_rows = []

@@ -67,14 +67,15 @@ def train_runs(specs: Sequence[RunSpec], runs_dir: str, extra: Optional[dict] = 
   for i, spec in enumerate(specs):
     config = spec.build(extra)
     workdir = os.path.join(runs_dir, spec.name)
-    state = sweep.status(sweep.SweepRun(spec.name, spec.overrides, workdir), config.total_steps)
+    sweep_run = sweep.SweepRun(spec.name, spec.overrides, workdir)
+    state = sweep.status(sweep_run, config.total_steps)
     if state == "finished":
       log(f"experiment: run {i + 1}/{len(specs)} {spec.name}: finished, not trained again")
       done[spec.name] = "finished"
       continue
     log(f"experiment: run {i + 1}/{len(specs)} {spec.name} ({state})")
     loop.train_and_evaluate(config, workdir)
-    if sweep.status(sweep.SweepRun(spec.name, spec.overrides, workdir), config.total_steps) != "finished":
+    if sweep.status(sweep_run, config.total_steps) != "finished":
       raise RuntimeError(f"run {workdir} stopped before finishing; rerun the experiment to resume it")
     done[spec.name] = "trained"
   return done
@@ -138,7 +139,8 @@ def collect(sweep_dir: str, columns: dict[str, str]) -> list[dict]:
       rows.append({**row, "status": "not started", **{c: None for c in columns}})
       continue
     run = read_run(workdir)
-    row["status"] = "finished" if run["finished"] else f"at step {run['metrics'].get('perf/train_seconds@step', 0)}"
+    row["status"] = sweep.status(sweep.SweepRun(entry["name"], entry["overrides"], workdir),
+                                 run["config"]["total_steps"])
     row.update({c: run_value(run, key) for c, key in columns.items()})
     rows.append(row)
   return rows
