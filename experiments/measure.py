@@ -50,3 +50,17 @@ def fid_kid(scorer: SampleScorer, samples: np.ndarray) -> dict:
                                            subset_size=min(1000, len(feats) // 2, len(scorer.reference) // 2))
   return {"FID": float(frechet_distance(*scorer._moments(feats), *scorer.reference_moments)),
           "KID": float(kid), "KID std": float(kid_std), "samples": int(len(samples))}
+
+
+def train_step_flops(run: Run) -> float:
+  """XLA's FLOP count of the run's training step as the loop compiles it (frozen stages'
+  forward passes included), compiled from the state's shapes: nothing is initialised or run."""
+  from benchmarks.train_step import compiled_flops
+  from genjax.train import sharding, steps
+  state = run.abstract_state()
+  batch = run.first_train_batch()
+  collection = steps.averages(steps.train_metric_names(run.family, state, batch, run.frozen))
+  step = steps.make_train_step(run.family, run.config.ema_decay, collection, run.mesh,
+                               state_sharding=sharding.shardings_of(state))
+  return compiled_flops(step.lower(state, steps.empty_accumulator(collection, run.mesh), batch,
+                                   run.frozen).compile())

@@ -166,6 +166,28 @@ def measured(workdir: str, name: str, settings: dict, compute: Callable[[], dict
   return result
 
 
+# ---- uncertainty --------------------------------------------------------------------------------
+def bootstrap_interval(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+  """Percentile bootstrap interval of the mean of `values` (one per prompt): the prompts are
+  resampled with replacement `resamples` times."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  values = np.asarray(values, np.float64)
+  rows = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+  means = values[rows].mean(axis=1)
+  return (float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2)))
+
+
+def bootstrap_difference(a, b, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+  """mean(a) - mean(b) for paired per-prompt values (a[i] and b[i] scored on the same prompt and
+  noise) and its percentile bootstrap interval, the prompts resampled together."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"paired values need one shape, got {a.shape} and {b.shape}")
+  low, high = bootstrap_interval(a - b, level, resamples, seed)
+  return {"difference": float(a.mean() - b.mean()), "low": low, "high": high}
+
+
 # ---- writing results ----------------------------------------------------------------------------
 def _format(value) -> str:
   if value is None:

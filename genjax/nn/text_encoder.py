@@ -24,10 +24,13 @@ import jax.numpy as jnp
 
 from genjax.errors import ConfigError
 
-# Width/depth/heads of each preset; every preset uses mlp_ratio 4. "mini" has BERT-mini's shape.
+# Width/depth/heads of each preset; every preset uses mlp_ratio 4. "mini" has BERT-mini's shape;
+# "minilm_size" has all-MiniLM-L6-v2's (384 wide, 6 layers, 12 heads; with its WordPiece
+# vocabulary, within 1% of its parameters), the from-scratch twin of the frozen pretrained stage.
 TEXT_ENCODER_SIZES = {
     "tiny": dict(width=64, depth=2, num_heads=2, mlp_ratio=4.0),
     "mini": dict(width=256, depth=4, num_heads=4, mlp_ratio=4.0),
+    "minilm_size": dict(width=384, depth=6, num_heads=12, mlp_ratio=4.0),
     "small": dict(width=512, depth=4, num_heads=8, mlp_ratio=4.0),
     "medium": dict(width=512, depth=8, num_heads=8, mlp_ratio=4.0),
 }

@@ -88,8 +88,22 @@ def test_presets_build(name):
       f"block_{i}" for i in range(depth))
 
 
+def test_minilm_size_preset_matches_the_pretrained_minilm():
+  """The from-scratch twin of the frozen MiniLM stage (the unseen-words experiment compares
+  them): the same width and depth, and its parameter count within 1% of MiniLM's own (they
+  differ by MiniLM's 512 positions vs 32 here and its token-type/embedding-norm parameters)."""
+  from genjax.nn.minilm import MiniLM
+  ids = jnp.zeros((1, 32), jnp.int32)
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  ours = jax.eval_shape(text_encoder_from_preset("minilm_size", 30522, 32).init, jax.random.key(0), ids, ids > 0)
+  theirs = jax.eval_shape(MiniLM().init, jax.random.key(0), ids, ids > 0)
+  assert abs(count(ours) / count(theirs) - 1) < 0.01
+  assert len([k for k in ours["params"] if k.startswith("block_")]) == len(
+      [k for k in theirs["params"] if k.startswith("layer_")])
+
+
 def test_configuration_errors():
-  with pytest.raises(ConfigError, match="tiny, mini, small, medium"):
+  with pytest.raises(ConfigError, match="tiny, mini, minilm_size, small, medium"):
     text_encoder_from_preset("huge", VOCAB, LENGTH)
   ids, mask = batch([3])
   with pytest.raises(ConfigError, match="max_length=4"):
