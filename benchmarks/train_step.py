@@ -74,9 +74,9 @@ def matmul_peak_gflops(n: int) -> float:
   return 2 * n**3 / median_seconds(lambda: mm(a, b), 10) / 1e9
 
 
-def compiled_flops(compiled) -> float:
-  """XLA's FLOP count of a compiled function (nan where the backend reports none)."""
-  cost = compiled.cost_analysis()
+def xla_flops(stage) -> float:
+  """XLA's FLOP count of a lowered or compiled function (nan where the backend reports none)."""
+  cost = stage.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
@@ -107,7 +107,7 @@ def measure(config, shape, num_classes: int, variants=("genjax",), rounds: int =
     state, acc = new_state(), steps.empty_accumulator(collection, mesh)
     t = time.perf_counter()
     compiled = step.lower(state, acc, batch, {}).compile()
-    results[name] = {"compile_s": time.perf_counter() - t, "flops": compiled_flops(compiled),
+    results[name] = {"compile_s": time.perf_counter() - t, "flops": xla_flops(compiled),
                      "params": sum(x.size for x in jax.tree.leaves(state.params)), "times": []}
     for _ in range(CHECK_STEPS):  # from the same state for every variant (step 1 alone says
       state, acc = compiled(state, acc, batch, {})  # little: zero-init output, Adam ~ sign(g))

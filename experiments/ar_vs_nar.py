@@ -11,8 +11,10 @@ image (PixelCNN++: H x W; token AR: N codes, each one cached single-token pass; 
 ms/image at batch 1 (compiled ahead, median of --repeats timed calls) and at --batch (the median
 of the calls that draw the FID samples, after the first), FID and KID of --fid_samples samples against the first --fid_reference test images (default
 pytorch-fid mode), and test bits/dim where the model's likelihood is exact (PixelCNN++; the
-token models' NLL is per code, not per pixel). Writes table.md, table.csv and fid_vs_speed.svg
-under --out with the command, commit and machine. Settings (temperatures, T) are the runs'
+token models' NLL is per code, not per pixel). Writes table.md, table.csv, fid_vs_speed.png
+and provenance.md under --out with the command, commit and machine. Each row is cached in its
+run's measurements/ (keyed by the settings and step): a re-run measures nothing again and
+rewrites the same table. Settings (temperatures, T) are the runs'
 own: nothing here is tuned on the test images it scores.
 
 The text-conditioned decoders (DALL-E's structure: --text_token_ar, a caption-prefixed token AR
@@ -28,46 +30,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
-
-import jax
-import numpy as np
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from experiments import t2i_compositional  # noqa: E402
 from experiments.measure import SampleScorer, draw, fid_kid, time_per_image  # noqa: E402
-from genjax.experiment import read_run, run_value, write_table  # noqa: E402
+from genjax import experiment  # noqa: E402
 from genjax.metrics import scene_reader  # noqa: E402
 from genjax.train.run import Run  # noqa: E402
-
-
-def write_scatter(path: str, rows, samples: int) -> None:
-  """FID against ms/image at batch 1 (log axis), one labelled point per model, as an SVG."""
-  xs = np.log10([r["ms/image batch 1"] for r in rows])
-  ys = np.array([r["FID"] for r in rows])
-  spread = lambda v: (v.min() - 0.1 * (np.ptp(v) + 1e-9), v.max() + 0.1 * (np.ptp(v) + 1e-9))
-  (x0, x1), (y0, y1) = spread(xs), spread(ys)
-  px = lambda x: 60 + 480 * (x - x0) / (x1 - x0)
-  py = lambda y: 320 - 280 * (y - y0) / (y1 - y0)
-  parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="600" height="380" font-family="sans-serif" font-size="11">',
-           '<rect width="600" height="380" fill="white"/>',
-           '<line x1="60" y1="320" x2="560" y2="320" stroke="black"/><line x1="60" y1="20" x2="60" y2="320" stroke="black"/>',
-           '<text x="310" y="360" text-anchor="middle">ms/image at batch 1 (log scale)</text>',
-           f'<text x="15" y="170" transform="rotate(-90 15 170)" text-anchor="middle">FID ({samples} samples)</text>']
-  for tick in range(int(np.floor(x0)), int(np.ceil(x1)) + 1):
-    if x0 <= tick <= x1:
-      parts.append(f'<text x="{px(tick):.0f}" y="335" text-anchor="middle">{10.0 ** tick:g}</text>')
-  for y in np.linspace(y0, y1, 5):
-    parts.append(f'<text x="55" y="{py(y) + 4:.0f}" text-anchor="end">{y:.0f}</text>')
-  for r, x, y in zip(rows, xs, ys):
-    parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4" fill="steelblue"/>')
-    parts.append(f'<text x="{px(x) + 6:.1f}" y="{py(y) - 6:.1f}">{r["model"]}</text>')
-  with open(path, "w") as f:
-    f.write("\n".join(parts + ["</svg>"]) + "\n")
 
 
 def speed_row(name, workdir, options, evaluations, args, time_batch: bool = True):
@@ -135,41 +108,57 @@ def main(argv=None):
   if not models and not text_models:
     raise SystemExit("give at least one of --pixelcnn, --token_ar, --maskgit, --text_token_ar, --text_maskgit")
 
-  scorer, rows = None, []
-  for name, workdir, options, evaluations in models:
-    # With FID, the --batch timing is that of the sampling calls drawing the FID samples.
-    run, state, row = speed_row(name, workdir, options, evaluations, args, time_batch=not args.fid_samples)
-    if args.fid_samples:
-      scorer = scorer or SampleScorer(run.config, args.fid_reference)
-      samples, row[f"ms/image batch {args.batch}"] = draw(run, state, args.fid_samples, args.batch, options)
-      scores = fid_kid(scorer, samples)
-      row.update(FID=scores["FID"], KID=scores["KID"], samples=scores["samples"])
-    row["test bits/dim"] = run_value(read_run(workdir), "eval/bits_per_dim") if run.config.family == "pixelcnn" else None
-    print(row, flush=True)
-    rows.append(row)
-  text_rows = []
-  for name, workdir, options, evaluations in text_models:
-    run, state, row = speed_row(name, workdir, options, evaluations, args)
-    compositional_row(run, state, row, args, options)
-    print(row, flush=True)
-    text_rows.append(row)
+  started = time.perf_counter()
+  scorers = {}
 
-  os.makedirs(args.out, exist_ok=True)
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-  header = [f"Command: `python experiments/ar_vs_nar.py {' '.join(argv or sys.argv[1:])}`",
-            f"Commit {commit}; {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
-            f"{jax.devices()[0].platform}."]
+  def model_row(name, workdir, options, evaluations):
+    def compute():
+      # With FID, the --batch timing is that of the sampling calls drawing the FID samples.
+      run, state, row = speed_row(name, workdir, options, evaluations, args, time_batch=not args.fid_samples)
+      if args.fid_samples:
+        if "fid" not in scorers:
+          scorers["fid"] = SampleScorer(run.config, args.fid_reference)
+        samples, row[f"ms/image batch {args.batch}"] = draw(run, state, args.fid_samples, args.batch, options)
+        scores = fid_kid(scorers["fid"], samples)
+        row.update(FID=scores["FID"], KID=scores["KID"], samples=scores["samples"])
+      row["test bits/dim"] = (experiment.run_value(experiment.read_run(workdir), "eval/bits_per_dim")
+                              if run.config.family == "pixelcnn" else None)
+      return row
+    settings = {"model": name, "options": options, "batch": args.batch, "repeats": args.repeats,
+                "fid_samples": args.fid_samples, "fid_reference": args.fid_reference}
+    return experiment.measured(workdir, measurement_name("ar_vs_nar", options), settings, compute)
+
+  def text_row(name, workdir, options, evaluations):
+    def compute():
+      run, state, row = speed_row(name, workdir, options, evaluations, args)
+      compositional_row(run, state, row, args, options)
+      return row
+    settings = {"model": name, "options": options, "batch": args.batch, "repeats": args.repeats,
+                "text_prompts": args.text_prompts}
+    return experiment.measured(workdir, measurement_name("ar_vs_nar_text", options), settings, compute)
+
+  rows = [model_row(*model) for model in models]
+  text_rows = [text_row(*model) for model in text_models]
+  header = experiment.write_provenance(
+      args.out, [f"{workdir}  ({name}; trained beforehand, README)" for name, workdir, _, _ in models + text_models],
+      started,
+      [f"FID/KID: {args.fid_samples} samples vs the first {args.fid_reference} test images "
+       f"(pytorch-fid mode); ms/image at batch 1: median of {args.repeats} calls after compiling."])
   if rows:
-    print(write_table(args.out, rows, header))
+    print(experiment.write_table(args.out, rows, header))
     if args.fid_samples:
-      write_scatter(os.path.join(args.out, "fid_vs_speed.svg"), rows, args.fid_samples)
+      experiment.plot(os.path.join(args.out, "fid_vs_speed.png"), rows, "ms/image batch 1", "FID",
+                      label="model", logx=True, title=f"FID ({args.fid_samples} samples) vs ms/image at batch 1")
   if text_rows:
-    print(write_table(args.out, text_rows,
-                      header + ["Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
-                                "of single-object test prompts at each row's guidance scale (chosen on validation)."],
-                      stem="text_table"))
+    print(experiment.write_table(args.out, text_rows,
+                                 header + ["Text-conditioned decoders on the 64x64 captioned scenes; compositional accuracy "
+                                           "of single-object test prompts at each row's guidance scale (chosen on validation)."],
+                                 stem="text_table"))
 
+
+def measurement_name(prefix: str, options: dict) -> str:
+  """One cache file per model and sampling options, e.g. ar_vs_nar_steps=8."""
+  return prefix + "".join(f"_{k}={v:g}" if isinstance(v, float) else f"_{k}={v}" for k, v in sorted(options.items()))
 
 if __name__ == "__main__":
   main()

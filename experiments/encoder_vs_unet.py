@@ -6,7 +6,7 @@ growing the U-Net?
     python experiments/encoder_vs_unet.py --smoke         # seconds (tests)
 
 The grid of experiments/t2i_grid.py: text encoder (trainable tiny / mini / minilm_size, frozen
-pretrained MiniLM) x U-Net width (16 / 24 / 40), every run with the same data (scenes32), batch,
+pretrained MiniLM) x U-Net width (12 / 16 / 24), every run with the same data (scenes32), batch,
 steps, schedule and seed. Every cell is scored the same way: --num single-object test prompts at
 guidance --guidance (one scale for every cell, chosen on validation prompts for the `small`
 preset, README; never on these test prompts), each prompt with the same noise in every cell:
@@ -35,6 +35,11 @@ from genjax import experiment  # noqa: E402
 CLIP_RUN = experiment.RunSpec("clip", "configs/clip.py:dataset=scenes,size=small",
                               {"total_steps": 1200, "eval_every": 1200, "checkpoint_every": 300})
 SMOKE_CLIP_RUN = experiment.RunSpec("clip", "configs/clip.py:dataset=scenes32,size=smoke")
+METRICS = ("overall", "colour", "cell", "class", "clip_score")  # per prompt; the summary's comparisons
+
+
+def mean(values) -> float:
+  return sum(values) / len(values)
 
 
 def interval(values) -> str:
@@ -53,7 +58,7 @@ def clip_source(args) -> tuple[str, list[experiment.RunSpec]]:
 
 def cell_row(args, encoder: str, unet: int, clip: str) -> tuple[dict, dict]:
   workdir = os.path.join(args.runs, t2i_grid.run_name(encoder, unet))
-  scores = t2i_grid.score(workdir, "test", args.num, args.guidance, fid=True, clip=clip)
+  scores = t2i_grid.score(workdir, "test", args.num, args.guidance, fid=True, clip=clip, batch=args.batch)
   counts = t2i_grid.parameter_counts(workdir)
   finished = experiment.read_run(workdir)["finished"]
   gflop = t2i_grid.train_step_gflop(workdir)
@@ -64,19 +69,54 @@ def cell_row(args, encoder: str, unet: int, clip: str) -> tuple[dict, dict]:
          "train min": finished["train_seconds"] / 60,
          "overall": scores["overall"], "overall 95%": interval(per_prompt["overall"]),
          "colour": scores["colour"], "colour 95%": interval(per_prompt["colour"]),
-         "class": scores["class"], "cell": scores["cell"], "count": scores["count"], "size": scores["size"],
+         "cell": scores["cell"], "cell 95%": interval(per_prompt["cell"]),
+         "class": scores["class"], "count": mean(per_prompt["count"]),
+         "size": scores["size"],
          "CLIP score": scores["clip_score"], "CLIP 95%": interval(per_prompt["clip_score"]),
          "FID": scores["fid"], "KID": scores["kid"]}
   return row, per_prompt
 
 
-def summary(cells: dict, encoders, unets) -> list[str]:
-  """The paired differences that answer the question, per metric: growing the encoder from the
-  smallest to each larger one at every U-Net width, and the U-Net from the narrowest to the widest
-  at every encoder."""
+def headline(cells: dict, rows: list[dict], encoders, unets, metric: str) -> list[str]:
+  """Growing the trainable encoder from the smallest to the largest listed, and swapping the
+  smallest for the frozen pretrained MiniLM (each averaged over U-Net widths), against growing the
+  U-Net from the narrowest to the widest (averaged over encoders), per prompt: each gain and its
+  difference from the U-Net's, with paired bootstrap intervals."""
+  import numpy as np
+  trained = [e for e in encoders if e != "minilm"]
+  if len(trained) < 2 or len(unets) < 2:
+    return []
+  small, narrow, wide = trained[0], unets[0], unets[-1]
+  value = lambda e, u: np.asarray(cells[e, u][metric], np.float64)
+  params = {(r["text encoder"], r["U-Net width"]): r for r in rows}
+  unet_gain = np.mean([value(e, wide) - value(e, narrow) for e in encoders], axis=0)
+  ratio_u = params[encoders[0], wide]["U-Net params"] / params[encoders[0], narrow]["U-Net params"]
+  show = lambda d: f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
+  zero = np.zeros_like(unet_gain)
+  lines = [f"- {metric}: U-Net {narrow} -> {wide} ({ratio_u:.1f}x its parameters), averaged over "
+           f"encoders: {show(experiment.bootstrap_difference(unet_gain, zero))}"]
+  for other, what in ((trained[-1], "trained"), ("minilm", "frozen pretrained")):
+    if other not in encoders or other == small:
+      continue
+    gain = np.mean([value(other, u) - value(small, u) for u in unets], axis=0)
+    ratio = params[other, narrow]["encoder params"] / params[small, narrow]["encoder params"]
+    lines.append(f"  - text encoder {small} -> {other} ({what}, {ratio:.1f}x its parameters), averaged "
+                 f"over U-Net widths: {show(experiment.bootstrap_difference(gain, zero))}; minus the U-Net's "
+                 f"gain: {show(experiment.bootstrap_difference(gain, unet_gain))}")
+  return lines
+
+
+def summary(cells: dict, rows: list[dict], encoders, unets) -> list[str]:
+  """The headline comparison, then every paired difference behind it, per metric: growing the
+  encoder from the smallest to each larger one at every U-Net width, and the U-Net from the
+  narrowest to each wider one at every encoder."""
   lines = ["# Growing the text encoder vs growing the U-Net", "",
-           "Paired differences (same prompts and noise), mean and 95% bootstrap interval over prompts.", ""]
-  for metric in ("overall", "colour", "clip_score"):
+           "Paired differences (same prompts and noise), mean and 95% bootstrap interval over prompts.", "",
+           "## Headline", ""]
+  for metric in METRICS:
+    lines += headline(cells, rows, encoders, unets, metric)
+  lines.append("")
+  for metric in METRICS:
     lines += [f"## {metric}", "", "| change | at | difference | 95% interval |", "|---|---|---|---|"]
     for unet in unets:
       for bigger in encoders[1:]:
@@ -96,21 +136,13 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--encoders", default=",".join(t2i_grid.ENCODERS))
   parser.add_argument("--unets", default=",".join(map(str, t2i_grid.UNET_WIDTHS)))
-  parser.add_argument("--steps", type=int, default=t2i_grid.STEPS)
-  parser.add_argument("--num", type=int, default=500, help="single-object test prompts per cell")
   parser.add_argument("--guidance", type=float, default=2.0)
   parser.add_argument("--clip", default="", help="a CLIP run or checkpoint (default: train the run `clip`)")
-  parser.add_argument("--runs", default=t2i_grid.default_runs_dir(REPO))
-  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "encoder_vs_unet"))
-  parser.add_argument("--smoke", action="store_true", help="smoke-sized runs and 8 prompts: seconds")
-  args = parser.parse_args(argv)
+  t2i_grid.add_arguments(parser, REPO, "encoder_vs_unet")
+  args = t2i_grid.parse(parser, argv, "encoder_vs_unet")
   started = time.perf_counter()
   encoders = [e for e in args.encoders.split(",") if e]
   unets = [int(u) for u in args.unets.split(",") if u]
-  if args.smoke:
-    args.steps, args.num = t2i_grid.SMOKE_STEPS, 8
-    if args.out == parser.get_default("out"):  # never overwrite the committed table
-      args.out = os.path.join(args.runs, "results_encoder_vs_unet")
 
   cells = [(e, u) for u in unets for e in encoders]
   specs = t2i_grid.train(cells, args.runs, args.steps, args.smoke)
@@ -129,7 +161,7 @@ def main(argv=None):
        f"pass included)." + (" Smoke run: not a result." if args.smoke else "")])
   print(experiment.write_table(args.out, rows, header))
   with open(os.path.join(args.out, "summary.md"), "w") as f:
-    f.write("\n".join(summary(per_prompt, encoders, unets)) + "\n")
+    f.write("\n".join(summary(per_prompt, rows, encoders, unets)) + "\n")
   experiment.plot(os.path.join(args.out, "accuracy_vs_unet.png"), rows, "U-Net params", "overall",
                   series="text encoder", logx=True, title="Compositional accuracy (single object) vs U-Net size")
   experiment.plot(os.path.join(args.out, "clip_vs_flops.png"), rows, "train PFLOP", "CLIP score",

@@ -2,7 +2,7 @@
 the same way.
 
     python experiments/families.py                       # trains what is not finished, ~3 h on 2 cores
-    python experiments/families.py --families=vae,flow   # a subset
+    python experiments/families.py --families=vae,flow   # trains a subset (the table keeps every finished run)
     python experiments/families.py --smoke               # every family in seconds (tests)
 
 Runs (each its `size=small` preset, in --runs/<family>; finished runs are not trained again,
@@ -93,9 +93,14 @@ def main(argv=None):
       scorers[config.dataset] = SampleScorer(config, args.fid_samples)
     return scorers[config.dataset]
 
+  # The table: the families trained now and every other family already finished in --runs, so
+  # adding rows (`--families=pixelcnn,maskgit`) keeps the ones measured before.
+  from genjax.train.loop import read_finished
+  shown = [f for f in GENERATORS if f in families or read_finished(os.path.join(args.runs, f))]
+  runs = specs(shown, args.runs, args.smoke)
   rows = []
   for spec in runs:
-    if spec.name not in families:
+    if spec.name not in shown:
       continue
     workdir = os.path.join(args.runs, spec.name)
     run = experiment.read_run(workdir)

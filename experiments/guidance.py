@@ -54,19 +54,11 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--encoder", default="minilm")
   parser.add_argument("--unet", type=int, default=24)
-  parser.add_argument("--scales", default="0,1,1.5,2,3,4,6")
-  parser.add_argument("--steps", type=int, default=t2i_grid.STEPS)
-  parser.add_argument("--num", type=int, default=500, help="single-object test prompts")
+  parser.add_argument("--scales", default="0,1,2,3,5")
   parser.add_argument("--clip", default="", help="a CLIP run or checkpoint (default: table 5's run `clip`)")
-  parser.add_argument("--runs", default=t2i_grid.default_runs_dir(REPO))
-  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "guidance"))
-  parser.add_argument("--smoke", action="store_true", help="smoke-sized runs and 8 prompts: seconds")
-  args = parser.parse_args(argv)
+  t2i_grid.add_arguments(parser, REPO, "guidance")
+  args = t2i_grid.parse(parser, argv, "guidance")
   started = time.perf_counter()
-  if args.smoke:
-    args.steps, args.num = t2i_grid.SMOKE_STEPS, 8
-    if args.out == parser.get_default("out"):  # never overwrite the committed table
-      args.out = os.path.join(args.runs, "results_guidance")
 
   specs = t2i_grid.train([(args.encoder, args.unet)], args.runs, args.steps, args.smoke)
   clip, clip_runs = encoder_vs_unet.clip_source(args)
@@ -76,7 +68,7 @@ def main(argv=None):
            "class": real["class"], "cell": real["cell"], "CLIP score": real["clip_score"],
            "R-precision": real["clip_r_precision"], "FID": real.get("fid"), "KID": real.get("kid")}]
   for scale in [float(s) for s in args.scales.split(",") if s]:
-    scores = t2i_grid.score(workdir, "test", args.num, scale, fid=True, clip=clip)
+    scores = t2i_grid.score(workdir, "test", args.num, scale, fid=True, clip=clip, batch=args.batch)
     rows.append({"guidance": scale, "overall": scores["overall"],
                  "overall 95%": encoder_vs_unet.interval(scores["per_prompt"]["overall"]),
                  "colour": scores["colour"], "class": scores["class"], "cell": scores["cell"],
@@ -88,7 +80,7 @@ def main(argv=None):
       [f"Model {specs[0].name} ({args.steps} steps at batch 32 on scenes32); {args.num} single-object "
        f"test prompts, DDIM-25, the same noise at every scale; CLIP score with {clip}; FID/KID "
        f"against the prompts' real scenes (the real row: against the next {args.num} real scenes); "
-       f"ms/image at batch 100 includes the first call's compilation."
+       f"ms/image: the median sampling call of {args.batch} images after the first, per image."
        + (" Smoke run: not a result." if args.smoke else "")])
   print(experiment.write_table(args.out, rows, header))
   experiment.plot(os.path.join(args.out, "fid_vs_clip.png"), rows[1:], "CLIP score", "FID", label="guidance",

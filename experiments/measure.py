@@ -53,14 +53,14 @@ def fid_kid(scorer: SampleScorer, samples: np.ndarray) -> dict:
 
 
 def train_step_flops(run: Run) -> float:
-  """XLA's FLOP count of the run's training step as the loop compiles it (frozen stages'
-  forward passes included), compiled from the state's shapes: nothing is initialised or run."""
-  from benchmarks.train_step import compiled_flops
+  """XLA's FLOP count of the run's training step as the loop builds it (frozen stages' forward
+  passes included), from the step lowered on the state's shapes: nothing is initialised, run or
+  compiled (XLA's count of the HLO before its optimisations)."""
+  from benchmarks.train_step import xla_flops
   from genjax.train import sharding, steps
   state = run.abstract_state()
   batch = run.first_train_batch()
   collection = steps.averages(steps.train_metric_names(run.family, state, batch, run.frozen))
   step = steps.make_train_step(run.family, run.config.ema_decay, collection, run.mesh,
                                state_sharding=sharding.shardings_of(state))
-  return compiled_flops(step.lower(state, steps.empty_accumulator(collection, run.mesh), batch,
-                                   run.frozen).compile())
+  return xla_flops(step.lower(state, steps.empty_accumulator(collection, run.mesh), batch, run.frozen))

@@ -58,17 +58,22 @@ def prompts_of_scenes(run: Run, split: str, count: int, num_objects: int = 1):
   return captions, attributes, rows["image"][first], floor
 
 
-def draw(run: Run, state, captions, guidance: float, batch: int, seed: int, **options) -> np.ndarray:
+def draw(run: Run, state, captions, guidance: float, batch: int, seed: int, call_seconds=None,
+         **options) -> np.ndarray:
   """Images in [0, 1] of `captions` at guidance scale `guidance` (`options`: other sampler
-  settings, e.g. a token model's steps)."""
+  settings, e.g. a token model's steps); each sampling call's seconds are appended to
+  `call_seconds` when given (the first includes compilation)."""
   out = []
   base = jax.random.fold_in(jax.random.fold_in(run.base_rng, PROMPT_STREAM), seed)
   for start in range(0, len(captions), batch):
     chunk = captions[start:start + batch]
     chunk = chunk + [chunk[-1]] * (batch - len(chunk))  # one compiled shape
-    images = run.sample(state, batch, run.prompt_conditions(chunk), jax.random.fold_in(base, start),
-                        guidance_scale=guidance, **options)
-    out.append(np.asarray(images)[:min(batch, len(captions) - start)])
+    began = time.perf_counter()
+    images = np.asarray(run.sample(state, batch, run.prompt_conditions(chunk),
+                                   jax.random.fold_in(base, start), guidance_scale=guidance, **options))
+    if call_seconds is not None:
+      call_seconds.append(time.perf_counter() - began)
+    out.append(images[:min(batch, len(captions) - start)])
   return np.concatenate(out)
 
 
@@ -82,7 +87,7 @@ def fid_kid(features, a, b) -> dict:
   fa, fb = features(a), features(b)
   stats = [RunningStats(fa.shape[1]).update(f) for f in (fa, fb)]
   kid, kid_std = kernel_inception_distance(fa, fb, subset_size=min(1000, len(fa) // 2, len(fb) // 2))
-  return {"fid": fid_from_stats(*stats), "kid": float(kid), "kid_std": float(kid_std), "count": len(fa)}
+  return {"fid": fid_from_stats(*stats), "kid": float(kid), "kid_std": float(kid_std), "samples": len(fa)}
 
 
 def clip_metrics(scorer, images, captions) -> dict:
@@ -122,7 +127,7 @@ def evaluate(run, state, step, reader, features, args, num_objects, scorer=None)
     entry["ms_per_image"] = round(1000 * seconds / len(captions), 1)
     line = " ".join(f"{k}={acc[k]:.3f}" for k in SCORES)
     if features is not None:
-      entry.update({f"{k}": v for k, v in fid_kid(features, images, real).items() if k != "count"})
+      entry.update({k: v for k, v in fid_kid(features, images, real).items() if k != "samples"})
       line += f" FID={entry['fid']:.2f} KID={entry['kid']:.4f}"
     if scorer is not None:
       entry.update(clip_metrics(scorer, images, captions))

@@ -12,8 +12,9 @@ count trained from scratch with the U-Net (and the smaller trainable encoders be
 is scored on --num single-object heldout_words prompts and on --num ordinary test prompts, at
 one guidance scale (chosen on validation prompts, never here), by the 32x32 scene reader; the
 last columns are heldout_words minus test, paired by prompt position (the same noise), with a
-95% bootstrap interval over prompts. CLIP score is not used: the in-domain CLIP never saw these
-words either.
+95% bootstrap interval over prompts, and each model's colour accuracy on the unseen words minus
+that of `minilm_size` (the pretrained encoder's from-scratch twin), paired by prompt. CLIP score
+is not used: the in-domain CLIP never saw these words either.
 
 Writes table.md/.csv, unseen_words.png and provenance.md under --out.
 """
@@ -36,26 +37,18 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--encoders", default=",".join(t2i_grid.ENCODERS))
   parser.add_argument("--unet", type=int, default=24)
-  parser.add_argument("--steps", type=int, default=t2i_grid.STEPS)
-  parser.add_argument("--num", type=int, default=500, help="single-object prompts per split")
   parser.add_argument("--guidance", type=float, default=2.0)
-  parser.add_argument("--runs", default=t2i_grid.default_runs_dir(REPO))
-  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "unseen_words"))
-  parser.add_argument("--smoke", action="store_true", help="smoke-sized runs and 8 prompts: seconds")
-  args = parser.parse_args(argv)
+  t2i_grid.add_arguments(parser, REPO, "unseen_words")
+  args = t2i_grid.parse(parser, argv, "unseen_words")
   started = time.perf_counter()
   encoders = [e for e in args.encoders.split(",") if e]
-  if args.smoke:
-    args.steps, args.num = t2i_grid.SMOKE_STEPS, 8
-    if args.out == parser.get_default("out"):  # never overwrite the committed table
-      args.out = os.path.join(args.runs, "results_unseen_words")
 
   specs = t2i_grid.train([(e, args.unet) for e in encoders], args.runs, args.steps, args.smoke)
-  rows = []
+  rows, unseen_colour = [], {}
   for encoder in encoders:
     workdir = os.path.join(args.runs, t2i_grid.run_name(encoder, args.unet))
-    seen = t2i_grid.score(workdir, "test", args.num, args.guidance)
-    unseen = t2i_grid.score(workdir, "heldout_words", args.num, args.guidance)
+    seen = t2i_grid.score(workdir, "test", args.num, args.guidance, batch=args.batch)
+    unseen = t2i_grid.score(workdir, "heldout_words", args.num, args.guidance, batch=args.batch)
     row = {"text encoder": encoder, "pretrained": encoder == "minilm",
            "encoder params": t2i_grid.parameter_counts(workdir)["text encoder"]}
     for metric in ("overall", "colour", "class", "cell"):
@@ -66,7 +59,12 @@ def main(argv=None):
       d = experiment.bootstrap_difference(unseen["per_prompt"][metric], seen["per_prompt"][metric])
       row[f"{metric}: unseen - test"] = d["difference"]
       row[f"{metric}: 95%"] = f"{d['low']:+.3f} to {d['high']:+.3f}"
+    unseen_colour[encoder] = unseen["per_prompt"]["colour"]
     rows.append(row)
+  if "minilm_size" in unseen_colour:  # each encoder against MiniLM's from-scratch twin, same prompts
+    for row in rows:
+      d = experiment.bootstrap_difference(unseen_colour[row["text encoder"]], unseen_colour["minilm_size"])
+      row["unseen-words colour minus minilm_size's"] = f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})"
 
   header = experiment.write_provenance(
       args.out, [s.command(args.runs) for s in specs], started,

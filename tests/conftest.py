@@ -31,6 +31,17 @@ def data_dir(tmp_path_factory):
   return path
 
 
+@pytest.fixture
+def tiny_inception(data_dir, monkeypatch):
+  """Experiments score FID with a tiny stand-in network (the plumbing, not the features)."""
+  from genjax.metrics import features
+  from tests.metrics.tiny import TinyFeatures, tiny_params
+  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
+  real = features.InceptionFeatures
+  monkeypatch.setattr(features, "InceptionFeatures",
+                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
+
+
 # ----------------------------------------------------------------------------- reference venv
 
 REF_VENV_HELP = (

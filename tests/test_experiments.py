@@ -31,17 +31,6 @@ def _sweep_config(tmp_path, data_dir):
   return config, f"{path}:dataset=mnist5k,size=smoke"
 
 
-@pytest.fixture
-def tiny_inception(data_dir, monkeypatch):
-  """Experiments score FID with a tiny stand-in network (the plumbing, not the features)."""
-  from genjax.metrics import features
-  from tests.metrics.tiny import TinyFeatures, tiny_params
-  monkeypatch.setenv("GENJAX_DATA_DIR", data_dir)
-  real = features.InceptionFeatures
-  monkeypatch.setattr(features, "InceptionFeatures",
-                      lambda *a, **k: real(tiny_params(), model=TinyFeatures(), batch_size=8))
-
-
 def _last(workdir, key):
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   return [r[key] for r in records if key in r][-1]
@@ -125,6 +114,9 @@ def test_experiment_smoke_writes_its_table_and_a_rerun_repeats_nothing(tmp_path,
   monkeypatch.setattr("experiments.measure.draw", nothing)
   families.main(args)
   assert (out / "table.md").read_text() == table
+  # A subset keeps the rows of the other finished runs (adding families never drops rows).
+  families.main([a.replace("--families=vae,flow", "--families=flow") for a in args])
+  assert (out / "table.md").read_text() == table
 
 
 def test_bad_sweeps_are_one_line_errors(tmp_path):
@@ -200,7 +192,7 @@ def test_text_to_image_tables_smoke_and_rerun_repeat_nothing(tmp_path, tiny_scen
   commands = {
       encoder_vs_unet: ["--encoders=tiny,minilm", "--unets=16,24"],
       unseen_words: ["--encoders=tiny,minilm", "--unet=16"],
-      guidance: ["--encoder=minilm", "--unet=16", "--scales=0,1,3"],
+      guidance: ["--encoder=minilm", "--unet=16", "--scales=1,3"],
   }
   tables = {}
   for module, args in commands.items():
@@ -217,14 +209,16 @@ def test_text_to_image_tables_smoke_and_rerun_repeat_nothing(tmp_path, tiny_scen
   per_prompt = cached["result"]["per_prompt"]
   assert len(per_prompt["overall"]) == 8 and float(grid[0]["overall"]) == pytest.approx(sum(per_prompt["overall"]) / 8)
   assert float(grid[0]["CLIP score"]) == pytest.approx(sum(per_prompt["clip_score"]) / 8)
+  assert float(grid[0]["count"]) == pytest.approx(sum(per_prompt["count"]) / 8) and float(grid[0]["count"]) <= 1
   assert grid[1]["encoder is"] == "frozen" and int(grid[1]["encoder params"]) > 20_000_000
   assert int(grid[2]["U-Net params"]) > int(grid[0]["U-Net params"]) and float(grid[0]["train PFLOP"]) > 0
-  assert "encoder tiny -> minilm | U-Net 16" in (tmp_path / "encoder_vs_unet" / "summary.md").read_text()
+  summary = (tmp_path / "encoder_vs_unet" / "summary.md").read_text()
+  assert "encoder tiny -> minilm | U-Net 16" in summary and "- colour: text encoder" not in summary  # one trained size: no headline
 
   words = list(csv.DictReader(open(tmp_path / "unseen_words" / "table.csv")))
   assert [(r["text encoder"], r["pretrained"]) for r in words] == [("tiny", "False"), ("minilm", "True")]
   guided = list(csv.DictReader(open(tmp_path / "guidance" / "table.csv")))
-  assert [r["guidance"] for r in guided] == ["real scenes", "0.0", "1.0", "3.0"]
+  assert [r["guidance"] for r in guided] == ["real scenes", "1.0", "3.0"]
   assert all(float(r["FID"]) >= 0 for r in guided) and (tmp_path / "guidance" / "fid_vs_clip.png").exists()
 
   def nothing(*_, **__):
@@ -235,3 +229,25 @@ def test_text_to_image_tables_smoke_and_rerun_repeat_nothing(tmp_path, tiny_scen
     out = tmp_path / module.__name__.split(".")[-1]
     module.main(["--smoke", f"--runs={runs}", f"--out={out}", *args])
     assert (out / "table.md").read_text() == tables[module]
+
+
+def test_encoder_vs_unet_headline_recovers_known_gains():
+  """Per-prompt cells built with a known effect: every prompt gains 0.2 from the larger encoder
+  (0.1 from the pretrained one) and 0.05 from the wider U-Net, so the headline must report
+  exactly those gains and their differences, with intervals of zero width (the same gain on
+  every prompt)."""
+  import numpy as np
+  from experiments import encoder_vs_unet
+  base = np.random.default_rng(0).random(50) * 0.5
+  encoders, unets = ["tiny", "mini", "minilm"], [16, 40]
+  gain = {"tiny": 0.0, "mini": 0.2, "minilm": 0.1}
+  cells = {(e, u): {"overall": (base + gain[e] + (0.05 if u == 40 else 0.0)).tolist()}
+           for e in encoders for u in unets}
+  rows = [{"text encoder": e, "U-Net width": u, "encoder params": 10 if e == "tiny" else 40,
+           "U-Net params": 100 if u == 16 else 300} for e in encoders for u in unets]
+  unet, trained, pretrained = encoder_vs_unet.headline(cells, rows, encoders, unets, "overall")
+  assert unet == "- overall: U-Net 16 -> 40 (3.0x its parameters), averaged over encoders: +0.050 (+0.050 to +0.050)"
+  assert trained.endswith("tiny -> mini (trained, 4.0x its parameters), averaged over U-Net widths: "
+                          "+0.200 (+0.200 to +0.200); minus the U-Net's gain: +0.150 (+0.150 to +0.150)")
+  assert "tiny -> minilm (frozen pretrained, 4.0x" in pretrained and pretrained.endswith(
+      "+0.100 (+0.100 to +0.100); minus the U-Net's gain: +0.050 (+0.050 to +0.050)")

@@ -224,3 +224,24 @@ def test_sample_mode_takes_maskgit_steps_and_refuses_them_for_the_ar_model(runs,
   assert (out / "grid.png").exists() and len(list(out.glob("0*.png"))) == 4
   with pytest.raises(ConfigError, match="--steps is not an option of the token_ar family's sampler"):
     entry.sample(str(runs["token_ar"][1]), 4, steps=2)
+
+
+def test_ar_vs_nar_table_is_cached_per_model(runs, tiny_inception, tmp_path, monkeypatch):
+  """The AR-vs-NAR table from the smoke token models: one row per model and T, sequential
+  evaluations as the samplers do them, and a re-run measures nothing and rewrites the same table."""
+  import csv
+  from experiments import ar_vs_nar
+  args = [f"--token_ar={runs['token_ar'][1]}", f"--maskgit={runs['maskgit'][1]}", "--maskgit_steps=1,3",
+          "--fid_samples=8", "--fid_reference=8", "--batch=4", "--repeats=1", f"--out={tmp_path}"]
+  ar_vs_nar.main(args)
+  rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+  length = Run.from_workdir(str(runs["token_ar"][1])).family.length
+  assert [(r["model"], r["sequential evaluations"]) for r in rows] == [
+      ("token AR, KV cache", str(length)), ("MaskGIT T=1", "1"), ("MaskGIT T=3", "3")]
+  assert all(float(r["FID"]) >= 0 and float(r["ms/image batch 1"]) > 0 for r in rows)
+  assert (tmp_path / "fid_vs_speed.png").exists()
+  table = (tmp_path / "table.md").read_text()
+  monkeypatch.setattr("experiments.ar_vs_nar.draw", lambda *_, **__: pytest.fail("measured again"))
+  monkeypatch.setattr("experiments.ar_vs_nar.time_per_image", lambda *_, **__: pytest.fail("timed again"))
+  ar_vs_nar.main(args)
+  assert (tmp_path / "table.md").read_text() == table
