@@ -116,14 +116,33 @@ def main(argv=None):
         "steps/s": finished["step"] / max(finished["train_seconds"], 1e-9),
         f"ms/image (batch {args.batch})": scores["ms/image"]})
 
+  for row in rows:
+    row["measured at"] = experiment.commit()
+  rows, kept = with_earlier_rows(rows, args.out)
   header = experiment.write_provenance(
       args.out, [s.command(args.runs) for s in runs], started,
       [f"FID/KID: {args.fid_samples} samples vs the first {args.fid_samples} test images "
        f"(pytorch-fid mode); training time excludes evaluation and includes compilation."
-       + (" Smoke run: not a result." if args.smoke else "")])
+       + (" Smoke run: not a result." if args.smoke else "")]
+      + ([f"Rows of {', '.join(kept)}: kept from this table as written before (their runs are not in "
+          f"{args.runs}); measured at the commit in their 'measured at' column."] if kept else []))
   print(experiment.write_table(args.out, rows, header))
   experiment.plot(os.path.join(args.out, "fid_vs_time.png"), rows, "train min", "FID", label="family",
                   title=f"{'mnist5k (smoke)' if args.smoke else 'Fashion-MNIST'}: FID ({args.fid_samples} samples) vs training minutes")
+
+
+def with_earlier_rows(rows: list[dict], out_dir: str) -> tuple[list[dict], list[str]]:
+  """`rows` plus the rows of the table already in out_dir for families measured now by no run
+  (their runs were on another machine: `runs/` is not in the repository), in GENERATORS order;
+  and the names of the families kept that way."""
+  measured_now = {r["family"] for r in rows}
+  earlier_commit = experiment.provenance_commit(out_dir)
+  kept = [r for r in experiment.read_table(out_dir) if r.get("family") not in measured_now]
+  for row in kept:
+    row["measured at"] = row.get("measured at") or earlier_commit
+  order = {f: i for i, f in enumerate(GENERATORS)}
+  merged = sorted(rows + kept, key=lambda r: order.get(r["family"], len(order)))
+  return merged, [r["family"] for r in kept]
 
 
 if __name__ == "__main__":

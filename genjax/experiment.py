@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -147,22 +148,44 @@ def collect(sweep_dir: str, columns: dict[str, str]) -> list[dict]:
 
 
 # ---- measurements after training ----------------------------------------------------------------
+def _measurement_path(workdir: str, name: str):
+  return paths.resolve(workdir) / "measurements" / f"{name}.json"
+
+
+def _measurement_key(workdir: str, settings: dict) -> dict:
+  from genjax.train.loop import read_finished  # pylint: disable=import-outside-toplevel
+  return json.loads(json.dumps({"settings": settings, "step": (read_finished(workdir) or {}).get("step")}))
+
+
+def cached(workdir: str, name: str, settings: dict) -> Optional[dict]:
+  """What `measured` cached under `name` for these settings at the run's final step, or None."""
+  try:
+    found = json.loads(_measurement_path(workdir, name).read_text())
+  except (OSError, ValueError):
+    return None  # absent or unreadable: measure again
+  return found["result"] if found.get("key") == _measurement_key(workdir, settings) else None
+
+
+def cached_settings(workdir: str, prefix: str) -> dict[str, dict]:
+  """{name: settings} of the run's cached measurements whose names start with `prefix`."""
+  found = {}
+  for path in sorted((paths.resolve(workdir) / "measurements").glob(f"{prefix}*.json")):
+    try:
+      found[path.stem] = json.loads(path.read_text())["key"]["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return found
+
+
 def measured(workdir: str, name: str, settings: dict, compute: Callable[[], dict]) -> dict:
   """compute()'s result, cached in WORKDIR/measurements/<name>.json for these settings and the
   run's final step: re-running an experiment re-measures nothing and rewrites the same table."""
-  from genjax.train.loop import read_finished  # pylint: disable=import-outside-toplevel
-  key = {"settings": settings, "step": (read_finished(workdir) or {}).get("step")}
-  path = paths.resolve(workdir) / "measurements" / f"{name}.json"
-  if path.exists():
-    try:
-      cached = json.loads(path.read_text())
-      if cached.get("key") == json.loads(json.dumps(key)):
-        return cached["result"]
-    except (OSError, ValueError):
-      pass  # unreadable: measure again
-  result = compute()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+  result = cached(workdir, name, settings)
+  if result is None:
+    result = compute()
+    path = _measurement_path(workdir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": _measurement_key(workdir, settings), "result": result}, indent=2) + "\n")
   return result
 
 
@@ -214,6 +237,35 @@ def write_table(out_dir: str, rows: list[dict], header: Sequence[str] = (), stem
   with open(os.path.join(out_dir, stem + ".md"), "w") as f:
     f.write(text)
   return text
+
+
+def read_table(out_dir: str, stem: str = "table") -> list[dict]:
+  """The rows write_table() wrote to out_dir/<stem>.csv, numbers as numbers and empty cells as
+  None; [] when there is no table."""
+  def parse(text: str):
+    if text == "":
+      return None
+    for kind in (int, float):
+      try:
+        return kind(text)
+      except ValueError:
+        pass
+    return text
+  try:
+    with open(os.path.join(out_dir, stem + ".csv"), newline="") as f:
+      return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+  except FileNotFoundError:
+    return []
+
+
+def provenance_commit(out_dir: str) -> Optional[str]:
+  """The commit named by out_dir/provenance.md (the table there was written at it), or None."""
+  try:
+    text = open(os.path.join(out_dir, "provenance.md")).read()
+  except FileNotFoundError:
+    return None
+  found = re.search(r"^Commit (.+?); ", text, re.MULTILINE)
+  return found.group(1) if found else None
 
 
 def plot(path: str, rows: list[dict], x: str, y: str, series: Optional[str] = None,

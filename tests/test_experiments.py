@@ -145,3 +145,20 @@ def test_ddim_steps_smoke_measures_each_sampler_once(tmp_path, tiny_inception, m
   monkeypatch.setattr("experiments.measure.draw", lambda *_, **__: pytest.fail("measured again"))
   ddim_steps.main(args)
   assert (tmp_path / "out" / "table.md").read_text() == table
+
+
+def test_families_table_keeps_earlier_rows_whose_runs_are_elsewhere(tmp_path):
+  """Adding rows (`--families=pixelcnn,maskgit`) on a machine without the other families' runs
+  keeps their earlier rows, numbers unchanged, with the commit they were measured at."""
+  from experiments import families
+  earlier = [{"family": "vae", "FID": 136.25, "params": "852,306", "bits/dim": 3.75, "steps": 1000},
+             {"family": "gan", "FID": 54.79, "params": "1,069,893", "bits/dim": None, "steps": 20000},
+             {"family": "pixelcnn", "FID": 99.0, "params": "1", "bits/dim": 3.0, "steps": 10}]
+  experiment.write_table(str(tmp_path), earlier, ["Command: `python experiments/families.py`"])
+  (tmp_path / "provenance.md").write_text("# Provenance\n\nCommand: `x`\nCommit f55369f; 2 CPU cores.\n")
+  now = [{"family": "pixelcnn", "FID": 80.5, "params": "2", "bits/dim": 3.1, "steps": 6000, "measured at": "abc1234"}]
+  rows, kept = families.with_earlier_rows(now, str(tmp_path))
+  assert kept == ["vae", "gan"] and [r["family"] for r in rows] == ["vae", "gan", "pixelcnn"]
+  assert rows[0] == {**earlier[0], "measured at": "f55369f"} and rows[1]["bits/dim"] is None
+  assert rows[2] == now[0]  # the row measured now replaces the earlier one
+  assert families.with_earlier_rows(now, str(tmp_path / "none")) == (now, [])

@@ -54,7 +54,7 @@ def test_text_to_image_tables_smoke_and_rerun_repeat_nothing(tmp_path, tiny_scen
   monkeypatch.setenv("GENJAX_DATA_DIR", tiny_scenes)
   runs = tmp_path / "runs"
   commands = {
-      encoder_vs_unet: ["--encoders=tiny,minilm", "--unets=16,24"],
+      encoder_vs_unet: ["--encoders=tiny,minilm", "--unets=16"],
       unseen_words: ["--encoders=tiny,minilm", "--unet=16"],
       guidance: ["--encoder=minilm", "--unet=16", "--scales=1,3"],
   }
@@ -63,24 +63,28 @@ def test_text_to_image_tables_smoke_and_rerun_repeat_nothing(tmp_path, tiny_scen
     out = tmp_path / module.__name__.split(".")[-1]
     module.main(["--smoke", f"--runs={runs}", f"--out={out}", *args])
     tables[module] = (out / "table.md").read_text()
-  assert sorted(p.name for p in runs.iterdir() if p.name.startswith("enc=")) == [
-      "enc=minilm,unet=16", "enc=minilm,unet=24", "enc=tiny,unet=16", "enc=tiny,unet=24"]
+  # Two cells (the suite's time: one U-Net width; the headline over widths is tested below on
+  # known gains), shared by the three tables.
+  assert sorted(p.name for p in runs.iterdir() if p.name.startswith("enc=")) == ["enc=minilm,unet=16", "enc=tiny,unet=16"]
 
   grid = list(csv.DictReader(open(tmp_path / "encoder_vs_unet" / "table.csv")))
-  assert [(r["text encoder"], r["U-Net width"]) for r in grid] == [
-      ("tiny", "16"), ("minilm", "16"), ("tiny", "24"), ("minilm", "24")]
-  cached = json.loads((runs / "enc=tiny,unet=16" / "measurements" / "t2i_test_8_g2_fid_clip.json").read_text())
+  assert [(r["text encoder"], r["U-Net width"]) for r in grid] == [("tiny", "16"), ("minilm", "16")]
+  measurements = runs / "enc=tiny,unet=16" / "measurements"
+  cached = json.loads((measurements / "t2i_test_8_g2_fid_clip.json").read_text())
   per_prompt = cached["result"]["per_prompt"]
   assert len(per_prompt["overall"]) == 8 and float(grid[0]["overall"]) == pytest.approx(sum(per_prompt["overall"]) / 8)
   assert float(grid[0]["CLIP score"]) == pytest.approx(sum(per_prompt["clip_score"]) / 8)
   assert float(grid[0]["count"]) == pytest.approx(sum(per_prompt["count"]) / 8) and float(grid[0]["count"]) <= 1
   assert grid[1]["encoder is"] == "frozen" and int(grid[1]["encoder params"]) > 20_000_000
-  assert int(grid[2]["U-Net params"]) > int(grid[0]["U-Net params"]) and float(grid[0]["train PFLOP"]) > 0
+  assert float(grid[0]["train PFLOP"]) > 0
   summary = (tmp_path / "encoder_vs_unet" / "summary.md").read_text()
   assert "encoder tiny -> minilm | U-Net 16" in summary and "- colour: text encoder" not in summary  # one trained size: no headline
 
   words = list(csv.DictReader(open(tmp_path / "unseen_words" / "table.csv")))
   assert [(r["text encoder"], r["pretrained"]) for r in words] == [("tiny", "False"), ("minilm", "True")]
+  # Table 6's test prompts are table 5's measurement (FID/CLIP included), not drawn again.
+  assert not (measurements / "t2i_test_8_g2.json").exists() and (measurements / "t2i_heldout_words_8_g2.json").exists()
+  assert float(words[0]["test colour"]) == pytest.approx(float(grid[0]["colour"]))
   guided = list(csv.DictReader(open(tmp_path / "guidance" / "table.csv")))
   assert [r["guidance"] for r in guided] == ["real scenes", "1.0", "3.0"]
   assert all(float(r["FID"]) >= 0 for r in guided) and (tmp_path / "guidance" / "fid_vs_clip.png").exists()

@@ -27,8 +27,12 @@ def stack(tmp_path_factory):
   """(dataset, autoencoder workdir, latent model workdir), both trained 4 steps."""
   dataset, _ = make_captioned_folder(tmp_path_factory.mktemp("captioned"))
   ae_dir = tmp_path_factory.mktemp("autoencoder")
+  # Trained on L1 + KL alone: the LPIPS network and discriminator in its step (tested in
+  # tests/families/test_autoencoder.py) would triple the fixture's compile time, and stage 2
+  # only reads the encoder, decoder and latent statistics.
   ae = apply_overrides(ae_configs.get_config(f"dataset={dataset},size=smoke"),
-                       {"total_steps": 4, "eval_every": 4, "checkpoint_every": 2})
+                       {"total_steps": 4, "eval_every": 4, "checkpoint_every": 2,
+                        "model.lpips_weight": 0.0, "model.disc_weight": 0.0})
   loop.train_and_evaluate(ae, str(ae_dir))
   ldm_dir = tmp_path_factory.mktemp("ldm")
   loop.train_and_evaluate(_ldm_config(dataset, ae_dir), str(ldm_dir))
