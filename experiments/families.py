@@ -116,8 +116,9 @@ def main(argv=None):
         "steps/s": finished["step"] / max(finished["train_seconds"], 1e-9),
         f"ms/image (batch {args.batch})": scores["ms/image"]})
 
+  measured_at = experiment.commit()
   for row in rows:
-    row["measured at"] = experiment.commit()
+    row["measured at"] = measured_at
   rows, kept = with_earlier_rows(rows, args.out)
   header = experiment.write_provenance(
       args.out, [s.command(args.runs) for s in runs], started,
