@@ -41,6 +41,13 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def shown_path(path: str) -> str:
+  """`path` as a table or command shows it: relative to the checkout when inside it (tables are
+  committed and read on other machines), else as given."""
+  inside = os.path.abspath(path).startswith(REPO + os.sep)
+  return os.path.relpath(os.path.abspath(path), REPO) if inside else path
+
+
 @dataclass
 class RunSpec:
   """One run of an experiment: a config file spec, dotted overrides, its folder's name."""
@@ -53,9 +60,7 @@ class RunSpec:
 
   def command(self, runs_dir: str) -> str:
     flags = " ".join(f"--config.{k}={sweep.flag_value(v)}" for k, v in self.overrides.items())
-    inside = os.path.abspath(runs_dir).startswith(REPO + os.sep)  # shown relative to the checkout
-    runs_dir = os.path.relpath(os.path.abspath(runs_dir), REPO) if inside else runs_dir
-    return (f"python launch.py --config={self.config} --workdir={runs_dir.rstrip('/')}/{self.name}"
+    return (f"python launch.py --config={self.config} --workdir={shown_path(runs_dir).rstrip('/')}/{self.name}"
             + (f" {flags}" if flags else ""))
 
 

@@ -42,6 +42,36 @@ HEAVY_FIRST = (
 )
 
 
+# GENJAX_SUITE_PROFILE=DIR: each worker appends one JSON line per JAX trace / lowering / XLA
+# compile (compiled function, seconds, the test it ran in) to DIR/<worker>.jsonl, to find where
+# the suite's time goes (summed by `python -m tests.profile_report DIR`). Subprocesses are not
+# recorded; their time shows in the test that started them.
+_CURRENT_TEST = ["collection"]
+
+
+def _record_compile_events(directory):
+  import json
+  import jax.monitoring
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, os.environ.get("PYTEST_XDIST_WORKER", "main") + ".jsonl")
+
+  def listener(event, seconds, **kwargs):
+    if event.startswith("/jax/core/compile/"):
+      with open(path, "a") as f:
+        f.write(json.dumps({"test": _CURRENT_TEST[0], "event": event.rsplit("/", 1)[1],
+                            "fun": kwargs.get("fun_name", "?"), "secs": seconds}) + "\n")
+  jax.monitoring.register_event_duration_secs_listener(listener)
+
+
+if os.environ.get("GENJAX_SUITE_PROFILE"):
+  _record_compile_events(os.environ["GENJAX_SUITE_PROFILE"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  _CURRENT_TEST[0] = item.nodeid
+
+
 def pytest_collection_modifyitems(config, items):
   rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
   items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

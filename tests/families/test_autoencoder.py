@@ -78,8 +78,10 @@ def test_gradient_and_adaptive_weight_match_plain_autodiff(lpips_params):
   grads, _, metrics, _ = jax.jit(family.generator_gradients)(params, x, rng, 1.0, frozen)
   assert float(metrics["adaptive_weight"]) == pytest.approx(float(weight), rel=1e-4)
   assert 0.0 < float(weight) < 0.5 * 1e4  # inside the clip: the ratio itself is tested
+  # atol: entries that are analytically ~0 (1e-8 beside 1e-3 in the same bias) are float32
+  # rounding of sums taken in another order; 1e-6 of the largest entry failed on an AVX2 CPU.
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6 * float(np.abs(b).max() + 1e-12))
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-5 * float(np.abs(b).max() + 1e-12))
   assert float(metrics["kl"]) == pytest.approx(float(kl), rel=1e-5)
 
 
