@@ -21,24 +21,27 @@ from genjax import compilation_cache  # noqa: E402
 
 compilation_cache.enable()
 
-# The heaviest files first (seconds on 2 cores, cold cache): `--dist loadfile` hands whole files
-# to the two workers in collection order, so a heavy file collected last (tests/train/ sorts
-# last) runs alone at the end while the other worker idles. Order within a file is kept.
+# The heaviest files first (seconds on 2 cores, cold cache, 2026-12-02 on an AVX2 machine whose
+# whole suite took 23 min): `--dist loadfile` hands whole files to the two workers in collection
+# order (pytest.ini turns off xdist's reordering by test count, which had silently overridden
+# this list), so a heavy file collected last runs alone at the end while the other worker idles.
+# Order within a file is kept.
 HEAVY_FIRST = (
-    "tests/test_t2i_tables.py",                      # ~110 s
-    "tests/train/test_fsdp.py",                      # ~60-115 s: 8 simulated devices
-    "tests/train/test_latent_diffusion.py",          # ~100 s
-    "tests/train/test_conditions_and_stages.py",     # ~100 s
-    "tests/train/test_cascade.py",                   # ~90 s
-    "tests/test_experiments.py",                     # ~90 s
-    "tests/multihost/test_two_processes.py",         # ~80 s
-    "tests/metrics/test_parity.py",                  # ~75 s
-    "tests/families/test_pixelcnn.py",
-    "tests/families/test_autoencoder.py",
-    "tests/families/test_ddpm.py",
-    "tests/metrics/test_clip_parity.py",
-    "tests/families/test_text_token_models.py",
-    "tests/test_launch.py",
+    "tests/train/test_conditions_and_stages.py",     # ~240 s
+    "tests/test_t2i_tables.py",                      # ~215 s
+    "tests/train/test_latent_diffusion.py",          # ~165 s
+    "tests/train/test_cascade.py",                   # ~150 s
+    "tests/train/test_fsdp.py",                      # ~145 s: 8 simulated devices
+    "tests/metrics/test_parity.py",                  # ~140 s
+    "tests/test_experiments.py",                     # ~135 s
+    "tests/families/test_pixelcnn.py",               # ~135 s
+    "tests/families/test_autoencoder.py",            # ~105 s
+    "tests/families/test_ddpm.py",                   # ~105 s
+    "tests/families/test_text_token_models.py",      # ~100 s
+    "tests/test_launch.py",                          # ~90 s
+    "tests/multihost/test_two_processes.py",         # ~90 s
+    "tests/families/test_token_models.py",           # ~85 s
+    "tests/metrics/test_clip_parity.py",             # ~80 s
 )
 
 
