@@ -156,8 +156,8 @@ def main(argv=None):
       args.out, [s.command(args.runs) for s in specs + clip_runs], started,
       [f"Every cell: {args.steps} steps at batch 32 on scenes32; {args.num} single-object test "
        f"prompts at guidance {args.guidance:g} (chosen on validation prompts), DDIM-25; CLIP score "
-       f"with {experiment.shown_path(clip)}; FID/KID against the prompts' real scenes ({args.num}); 95% bootstrap intervals "
-       f"over prompts; train PFLOP = XLA's count of one step x steps (a frozen encoder's forward "
+       f"with {experiment.shown_path(clip)}; FID/KID against the prompts' real scenes ({args.num}); "
+       f"95% bootstrap intervals over prompts; train PFLOP = XLA's count of one step x steps (a frozen encoder's forward "
        f"pass included)." + (" Smoke run: not a result." if args.smoke else "")])
   print(experiment.write_table(args.out, rows, header))
   with open(os.path.join(args.out, "summary.md"), "w") as f:

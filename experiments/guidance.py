@@ -78,8 +78,9 @@ def main(argv=None):
   header = experiment.write_provenance(
       args.out, [s.command(args.runs) for s in specs + clip_runs], started,
       [f"Model {specs[0].name} ({args.steps} steps at batch 32 on scenes32); {args.num} single-object "
-       f"test prompts, DDIM-25, the same noise at every scale; CLIP score with {experiment.shown_path(clip)}; FID/KID "
-       f"against the prompts' real scenes (the real row: against the next {args.num} real scenes); "
+       f"test prompts, DDIM-25, the same noise at every scale; CLIP score with "
+       f"{experiment.shown_path(clip)}; FID/KID against the prompts' real scenes (the real row: "
+       f"against the next {args.num} real scenes); "
        f"ms/image: the median sampling call of {args.batch} images after the first, per image."
        + (" Smoke run: not a result." if args.smoke else "")])
   print(experiment.write_table(args.out, rows, header))

@@ -60,7 +60,8 @@ class RunSpec:
 
   def command(self, runs_dir: str) -> str:
     flags = " ".join(f"--config.{k}={sweep.flag_value(v)}" for k, v in self.overrides.items())
-    return (f"python launch.py --config={self.config} --workdir={shown_path(runs_dir).rstrip('/')}/{self.name}"
+    workdir = f"{shown_path(runs_dir).rstrip('/')}/{self.name}"
+    return (f"python launch.py --config={self.config} --workdir={workdir}"
             + (f" {flags}" if flags else ""))
 
 
